@@ -1,0 +1,216 @@
+"""The manifest: the single source of truth about what a cache holds.
+
+It is JSON (readable by anything), written last and replaced atomically, so a shard exists
+for readers exactly when the manifest lists it. Sections are plain dicts so that new,
+optional fields can be added without a format bump; the fields readers rely on are checked
+in :func:`Manifest.from_dict`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from logitcache.errors import FormatVersionError, ManifestError
+from logitcache.format.version import ALIGNMENT, FORMAT_VERSION
+from logitcache.storage import check_relative
+
+# Sections whose equality decides whether a re-run may resume into an existing cache.
+IDENTITY_SECTIONS = ("teacher", "tokenizer", "capture", "codec")
+
+
+@dataclass
+class ShardInfo:
+    """One committed shard: where it is, what is in it, and how to check it."""
+
+    path: str
+    unit: str
+    rows: int
+    tokens: int
+    bytes: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        check_relative(self.path)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
+        try:
+            return cls(
+                path=str(d["path"]),
+                unit=str(d["unit"]),
+                rows=int(d["rows"]),
+                tokens=int(d["tokens"]),
+                bytes=int(d["bytes"]),
+                sha256=str(d["sha256"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"malformed shard entry {d!r}: {exc}") from None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Manifest:
+    """Parsed manifest. Also indexable like a dict: ``manifest["teacher"]["name"]``."""
+
+    teacher: dict[str, Any]
+    tokenizer: dict[str, Any]
+    capture: dict[str, Any]
+    codec: dict[str, Any]
+    corpus: dict[str, Any] = field(default_factory=dict)
+    shards: list[ShardInfo] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    status: str = "building"
+    format_version: int = FORMAT_VERSION
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+    logitcache_version: str = ""
+
+    def __post_init__(self) -> None:
+        self.capture.setdefault("alignment", ALIGNMENT)
+        if not self.logitcache_version:
+            from logitcache import __version__
+
+            self.logitcache_version = __version__
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.to_dict():
+            raise KeyError(key)
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def top_k(self) -> int:
+        return int(self.capture.get("top_k", 0))
+
+    @property
+    def rs_samples(self) -> int:
+        return int(self.capture.get("rs_samples", 0))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer["vocab_size"])
+
+    @property
+    def num_sequences(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    @property
+    def committed_units(self) -> set[str]:
+        return {s.unit for s in self.shards}
+
+    def identity(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in IDENTITY_SECTIONS}
+
+    def diff_identity(self, other: Manifest) -> list[str]:
+        """Human-readable differences in the sections that must match to resume."""
+        return _diff(self.identity(), other.identity(), "")
+
+    # -- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        order = [
+            "format_version",
+            "status",
+            "created_at",
+            "updated_at",
+            "logitcache_version",
+            "teacher",
+            "tokenizer",
+            "capture",
+            "corpus",
+            "codec",
+            "stats",
+            "extra",
+            "shards",
+        ]
+        return {k: d[k] for k in order}
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n").encode()
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "manifest") -> Manifest:
+        if not isinstance(d, dict):
+            raise ManifestError(f"{where} is not a JSON object")
+        version = d.get("format_version")
+        if not isinstance(version, int):
+            raise ManifestError(
+                f"{where} has no integer format_version; is this a logitcache cache?"
+            )
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{where} has format_version {version}, newer than {FORMAT_VERSION} which this "
+                "logitcache understands; upgrade logitcache (pip install -U logitcache)."
+            )
+        for section in ("teacher", "tokenizer", "capture", "codec"):
+            if not isinstance(d.get(section), dict):
+                raise ManifestError(f"{where} lacks the {section!r} section")
+        if "vocab_size" not in d["tokenizer"]:
+            raise ManifestError(f"{where}: tokenizer.vocab_size is missing")
+        if "spec" not in d["codec"]:
+            raise ManifestError(f"{where}: codec.spec is missing")
+        shards = [ShardInfo.from_dict(s) for s in d.get("shards", [])]
+        seen: set[str] = set()
+        for s in shards:
+            if s.unit in seen:
+                raise ManifestError(f"{where} lists unit {s.unit!r} twice")
+            seen.add(s.unit)
+        return cls(
+            teacher=d["teacher"],
+            tokenizer=d["tokenizer"],
+            capture=d["capture"],
+            codec=d["codec"],
+            corpus=d.get("corpus", {}),
+            shards=shards,
+            stats=d.get("stats", {}),
+            extra=d.get("extra", {}),
+            status=str(d.get("status", "building")),
+            format_version=version,
+            created_at=str(d.get("created_at", "")),
+            updated_at=str(d.get("updated_at", "")),
+            logitcache_version=str(d.get("logitcache_version", "")),
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str = "manifest") -> Manifest:
+        try:
+            parsed = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(
+                f"{where} is not valid JSON ({exc}); it may be truncated or corrupted. "
+                "Restore it from a copy, or rebuild the cache."
+            ) from None
+        return cls.from_dict(parsed, where)
+
+
+def _diff(a: Any, b: Any, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            name = f"{prefix}.{key}" if prefix else key
+            if key not in a:
+                out.append(f"{name}: absent in cache, {b[key]!r} requested")
+            elif key not in b:
+                out.append(f"{name}: {a[key]!r} in cache, absent in request")
+            else:
+                out.extend(_diff(a[key], b[key], name))
+        return out
+    return [] if a == b else [f"{prefix}: {a!r} in cache, {b!r} requested"]
