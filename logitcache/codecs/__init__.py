@@ -6,10 +6,11 @@ The default is chosen by measurement (docs/benchmarks.md); ``raw`` is the lossle
 from __future__ import annotations
 
 from logitcache.codecs.base import Codec, CodecContext, PayloadBatch
+from logitcache.codecs.lc1 import Lc1Codec
 from logitcache.codecs.raw import RawCodec
 from logitcache.errors import CodecError
 
-_REGISTRY: dict[str, type[Codec]] = {RawCodec.name: RawCodec}
+_REGISTRY: dict[str, type[Codec]] = {RawCodec.name: RawCodec, Lc1Codec.name: Lc1Codec}
 DEFAULT_CODEC = "raw"
 
 

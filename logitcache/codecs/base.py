@@ -9,6 +9,7 @@ vectorised numpy calls rather than a Python loop per token.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -72,6 +73,14 @@ class Codec(ABC):
     def describe(self) -> dict[str, Any]:
         """The manifest's ``codec`` section."""
         return {"spec": self.spec, "name": self.name, "lossless": self.lossless, **self.params}
+
+    def calibrate(self, samples: Sequence[dict[str, Any]], ctx: CodecContext) -> Codec:
+        """A codec tuned on a first sample of the build (e.g. a fitted rank table).
+
+        Called once before the cache header is written; the result's :attr:`spec` must
+        rebuild it exactly. Codecs without anything to tune return themselves.
+        """
+        return self
 
     @abstractmethod
     def fields(self, ctx: CodecContext) -> list[pa.Field]:

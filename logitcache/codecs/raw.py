@@ -18,6 +18,9 @@ class RawCodec(Codec):
     name = "raw"
     lossless = True
 
+    def __init__(self) -> None:  # no parameters: a typo in a spec must not pass silently
+        super().__init__()
+
     def fields(self, ctx: CodecContext) -> list[pa.Field]:
         fields = []
         if ctx.top_k > 0:

@@ -1,0 +1,86 @@
+"""Byte planes: integers split into their bytes, most significant plane first, one blob per row.
+
+Splitting a column of small-ish integers into byte planes puts the (mostly zero) high bytes
+next to each other, which zstd then squeezes to almost nothing; the low bytes stay together
+for zstd's entropy stage. Each row's blob is self-contained (``planes x entries`` bytes, plane
+major), so any slice of rows decodes on its own. Columns are ``large_binary`` so one table can
+exceed 2 GiB.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from logitcache.errors import CodecError
+
+
+def planes_for(max_value: int) -> int:
+    """Bytes needed for values in ``[0, max_value]`` (at least 1)."""
+    return max(1, (int(max_value).bit_length() + 7) // 8)
+
+
+def pack_rows(values: np.ndarray, entry_offsets: np.ndarray, nplanes: int) -> pa.Array:
+    """``values[entry_offsets[r]:entry_offsets[r+1]]`` -> row r's blob of byte planes."""
+    values = np.ascontiguousarray(values).reshape(-1)
+    if values.size and values.dtype.kind == "i" and values.min() < 0:
+        raise CodecError("byte planes hold non-negative integers only")
+    v = values.astype(np.uint64 if nplanes > 4 else np.uint32, copy=False)
+    planes = np.empty((nplanes, v.size), np.uint8)
+    for p in range(nplanes):
+        shift = 8 * (nplanes - 1 - p)
+        planes[p] = (v >> shift) & 0xFF
+    data = np.empty(nplanes * v.size, np.uint8)
+    offs = np.asarray(entry_offsets, np.int64)
+    for a, b in zip(offs[:-1].tolist(), offs[1:].tolist()):
+        data[nplanes * a : nplanes * b].reshape(nplanes, b - a)[...] = planes[:, a:b]
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        len(offs) - 1,
+        [None, pa.py_buffer(offs * nplanes), pa.py_buffer(data)],
+    )
+
+
+def _blob_parts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if not pa.types.is_large_binary(array.type):
+        array = array.cast(pa.large_binary())
+    if array.null_count:
+        raise CodecError("a codec column holds nulls")
+    _, off_buf, data_buf = array.buffers()
+    offs = np.frombuffer(off_buf, np.int64)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return offs, data
+
+
+def unpack_rows(
+    array: pa.Array | pa.ChunkedArray, counts: np.ndarray, nplanes: int, dtype
+) -> np.ndarray:
+    """Inverse of :func:`pack_rows`: row r must hold ``counts[r]`` entries."""
+    offs, data = _blob_parts(array)
+    counts = np.asarray(counts, np.int64)
+    if len(offs) != len(counts) + 1:
+        raise CodecError(f"codec column has {len(offs) - 1} rows, expected {len(counts)}")
+    sizes = np.diff(offs)
+    if not np.array_equal(sizes, counts * nplanes):
+        bad = int(np.flatnonzero(sizes != counts * nplanes)[0])
+        raise CodecError(
+            f"row {bad}: codec blob has {int(sizes[bad])} bytes, expected "
+            f"{int(counts[bad]) * nplanes} ({int(counts[bad])} entries x {nplanes} planes)"
+        )
+    out = np.empty(int(counts.sum()), dtype)
+    e = 0
+    for a, m in zip(offs[:-1].tolist(), counts.tolist()):
+        block = data[a : a + nplanes * m].reshape(nplanes, m)
+        dst = out[e : e + m]
+        if nplanes == 1:
+            dst[...] = block[0]
+        else:
+            np.left_shift(block[0], 8, out=dst, dtype=dtype)
+            for p in range(1, nplanes):
+                if p > 1:
+                    np.left_shift(dst, 8, out=dst)
+                np.bitwise_or(dst, block[p], out=dst)
+        e += m
+    return out
