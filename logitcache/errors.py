@@ -63,3 +63,15 @@ class VocabularyMismatchError(LogitCacheError, ValueError):
 
 class LeaseHeldError(LogitCacheError, RuntimeError):
     """Another builder holds the write lease on this cache."""
+
+
+class LeaseLostError(LeaseHeldError):
+    """This builder's write lease expired and another builder took it over: stop writing."""
+
+
+class LoaderStateError(LogitCacheError, ValueError):
+    """A loader resume state does not fit this cache or this ranks x workers layout."""
+
+
+class JobError(LogitCacheError, RuntimeError):
+    """A Ray job could not be submitted, reached, or followed."""

