@@ -1,0 +1,109 @@
+"""``CaptureConfig``: everything one ``logitcache build`` run needs, checked up front.
+
+The CLI, the Ray job entrypoint (pipelines/build_cache.py) and Python callers all build this one
+object, so a bad value fails before any model is loaded, with a message naming the flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from logitcache.corpus import FORMATS, PACKING_MODES
+from logitcache.errors import ConfigError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PROGRESS_MODES = ("auto", "bar", "log", "off")
+
+
+@dataclass(kw_only=True)
+class CaptureConfig:
+    """A build: teacher x corpus -> cache at ``out``. Field names match the CLI flags."""
+
+    teacher: str
+    corpus: list[str]
+    out: str
+    top_k: int = 64
+    rs_samples: int = 0
+    seq_len: int = 2048
+    max_tokens: int | None = None
+    workers: int = 1
+    backend: str = "transformers"
+    text_field: str = "text"
+    format: str = "auto"
+    packing: str = "pack"
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_tokens: int = 8192
+    unit_tokens: int = 65536
+    codec: str | None = None
+    trust_remote_code: bool = False
+    revision: str | None = None
+    storage_options: dict[str, Any] | str | None = None
+    use_ray: bool = True
+    ray_address: str | None = None
+    threads: int | None = None
+    progress: str = "auto"
+    log_interval_s: float = 15.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.corpus, str):
+            self.corpus = [self.corpus]
+        self.corpus = [str(c) for c in self.corpus]
+        self.out = str(self.out)
+        if not self.teacher:
+            raise ConfigError("no teacher: pass --teacher HUB_ID|DIR|FILE.gguf|smollm2-135m")
+        if not self.corpus:
+            raise ConfigError("no corpus: pass --corpus PATH_OR_URI [...] (globs allowed)")
+        if not self.out:
+            raise ConfigError("no output: pass --out CACHE_URI")
+        if self.top_k < 0:
+            raise ConfigError(f"--top-k {self.top_k}: must be >= 0")
+        if self.rs_samples < 0:
+            raise ConfigError(f"--rs-samples {self.rs_samples}: must be >= 0")
+        if self.top_k == 0 and self.rs_samples == 0:
+            raise ConfigError(
+                "--top-k 0 needs --rs-samples N: with neither top-k entries nor sampled draws "
+                "there is nothing to store"
+            )
+        if self.seq_len < 2:
+            raise ConfigError(f"--seq-len {self.seq_len}: rows need at least 2 tokens")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise ConfigError(f"--max-tokens {self.max_tokens}: must be >= 2, or omitted")
+        if self.workers < 1:
+            raise ConfigError(f"--workers {self.workers}: need at least one teacher worker")
+        if self.batch_tokens < 1:
+            raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be >= 1")
+        if self.unit_tokens < 1:
+            raise ConfigError(f"--unit-tokens {self.unit_tokens}: must be >= 1")
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.packing not in PACKING_MODES:
+            raise ConfigError(
+                f"--packing {self.packing!r}: choose one of {', '.join(PACKING_MODES)}"
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.progress not in PROGRESS_MODES:
+            raise ConfigError(
+                f"progress={self.progress!r}: choose one of {', '.join(PROGRESS_MODES)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads}: must be >= 1")
+        if not self.text_field:
+            raise ConfigError("--text-field must name a JSONL field or Parquet column")
+        if self.ray_address and not self.use_ray:
+            raise ConfigError("--ray-address and --no-ray contradict each other; drop one")
+
+    def capture_section(self) -> dict[str, Any]:
+        """The manifest's ``capture`` section: what a resumed run must match exactly."""
+        return {
+            "top_k": self.top_k,
+            "rs_samples": self.rs_samples,
+            "seq_len": self.seq_len,
+            "packing": self.packing,
+            "alignment": "next-token",
+            "temperature": 1.0,
+            "unit_tokens": self.unit_tokens,
+        }

@@ -1,0 +1,150 @@
+"""``logitcache build``: capture a teacher's soft labels over a corpus into a cache.
+
+The same parser serves ``pipelines/build_cache.py`` (the Ray job entrypoint), so the CLI and
+the job take exactly the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from logitcache.cli.common import add_storage_options
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--teacher", required=True, help="hub id, local directory, FILE.gguf or smollm2-135m"
+    )
+    p.add_argument(
+        "--corpus",
+        required=True,
+        nargs="+",
+        metavar="URI",
+        help="files, globs, directories or fsspec URIs",
+    )
+    p.add_argument("--out", required=True, help="cache URI (local path, s3://, memory://, ...)")
+    p.add_argument(
+        "--top-k", type=int, default=64, help="top-k entries stored per position (0: draws only)"
+    )
+    p.add_argument(
+        "--rs-samples", type=int, default=0, metavar="N", help="sampled draws per position (RS-KD)"
+    )
+    p.add_argument("--seq-len", type=int, default=2048, help="tokens per row")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N corpus tokens (deterministic)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="teacher workers (one per GPU when GPUs exist)"
+    )
+    p.add_argument("--backend", default="transformers", help="transformers (default) or vllm")
+    p.add_argument(
+        "--text-field", default="text", help="JSONL field / Parquet column holding the text"
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "text", "jsonl", "parquet", "chat"],
+        help="corpus format (auto: by file suffix)",
+    )
+    p.add_argument(
+        "--packing",
+        default="pack",
+        choices=["pack", "document"],
+        help="pack documents with EOS between them, or one document per row",
+    )
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--batch-tokens", type=int, default=8192, help="padded tokens per teacher forward"
+    )
+    p.add_argument(
+        "--unit-tokens", type=int, default=65536, help="tokens per work unit (= per shard)"
+    )
+    p.add_argument(
+        "--codec", default=None, help="codec spec, e.g. raw (default: the library default)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per CPU worker (default: cores / workers)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the teacher repository's own code to run",
+    )
+    p.add_argument(
+        "--revision", default=None, help="hub revision (branch, tag or commit) of the teacher"
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)",
+    )
+    p.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="run in this process without Ray (same stages, no parallelism)",
+    )
+    p.add_argument(
+        "--progress", default="auto", choices=["auto", "bar", "log", "off"], help="progress display"
+    )
+    add_storage_options(p)
+
+
+def config_from_args(args: argparse.Namespace):
+    from logitcache.capture import CaptureConfig
+
+    return CaptureConfig(
+        teacher=args.teacher,
+        corpus=list(args.corpus),
+        out=args.out,
+        top_k=args.top_k,
+        rs_samples=args.rs_samples,
+        seq_len=args.seq_len,
+        max_tokens=args.max_tokens,
+        workers=args.workers,
+        backend=args.backend,
+        text_field=args.text_field,
+        format=args.format,
+        packing=args.packing,
+        dtype=args.dtype,
+        device=args.device,
+        batch_tokens=args.batch_tokens,
+        unit_tokens=args.unit_tokens,
+        codec=args.codec,
+        threads=args.threads,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.revision,
+        storage_options=args.storage_options,
+        use_ray=not args.no_ray,
+        ray_address=args.ray_address,
+        progress=args.progress,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from logitcache.capture import build_cache
+
+    manifest = build_cache(config_from_args(args))
+    run_stats = manifest.stats.get("run", {})
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "sequences": manifest.num_sequences,
+                "tokens": manifest.num_tokens,
+                "bytes_per_token": manifest.stats.get("bytes_per_token"),
+                "tokens_this_run": run_stats.get("tokens"),
+                "wall_s": run_stats.get("wall_s"),
+                "tokens_per_s": run_stats.get("tokens_per_s"),
+            }
+        )
+    )
+    return 0
