@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from logitcache.capture.calibrate import calibrate_codec, calibration_rows
+from logitcache.capture.calibrate import calibrate_codec, calibration_budget, calibration_rows
 from logitcache.capture.config import CaptureConfig
 from logitcache.capture.plan import local_tokenize_map, plan_build
 from logitcache.capture.progress import Progress
@@ -23,6 +23,7 @@ from logitcache.capture.stages import Scorer
 from logitcache.codecs import CodecContext, get_codec
 from logitcache.format import CacheWriter, Manifest, read_manifest
 from logitcache.storage import Store
+from logitcache.teachers.config import check_score_args
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
                 threads=cfg.threads,
             )
         identity, vocab_size = _identify(tcfg, scorer.teacher if scorer else None)
+        # Fail before the writer creates a manifest: a bad k must leave nothing behind.
+        check_score_args(cfg.top_k, cfg.rs_samples, vocab_size)
         ctx = CodecContext(vocab_size=vocab_size, top_k=cfg.top_k, rs_samples=cfg.rs_samples)
         existing = read_manifest(Store.open(cfg.out, cfg.storage_options))
         if existing is not None and _resumes_codec(existing.codec["spec"], cfg.codec):
@@ -89,7 +92,7 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
             if existing is None and "ranks=" not in (cfg.codec or ""):
                 codec = calibrate_codec(
                     codec,
-                    calibration_rows(plan.units),
+                    calibration_rows(plan.units, calibration_budget(plan.units)),
                     ctx,
                     scorer=scorer,
                     teacher_config=tcfg,

@@ -36,6 +36,13 @@ def calibration_rows(units: Sequence[Any], max_tokens: int = CALIBRATION_TOKENS)
     return rows
 
 
+def calibration_budget(units: Sequence[Any]) -> int:
+    """Positions to score for calibration: 4096, but at most an eighth of a small build, whose
+    teacher time it would otherwise dominate (a small cache gains little from the table)."""
+    total = sum(int(u.tokens) for u in units)
+    return min(CALIBRATION_TOKENS, max(512, total // 8))
+
+
 def needs_calibration(codec: Codec) -> bool:
     return type(codec).calibrate is not Codec.calibrate
 

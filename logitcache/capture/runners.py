@@ -174,7 +174,11 @@ def run_ray(
     store: Store,
     codec_spec: str,
     ctx: CodecContext,
+    actor: type | None = None,
+    actor_kwargs: dict[str, Any] | None = None,
 ) -> Iterator[tuple[ShardInfo, dict[str, Any]]]:
+    """Score (``actor``: :class:`TeacherActor` by default; a subclass may e.g. generate first,
+    taking ``actor_kwargs``) and write every unit on Ray; yields committed-ready shards."""
     import ray
     import ray.data
 
@@ -190,13 +194,14 @@ def run_ray(
     items = [{"unit": u.name, "rows": pack_rows(unit_rows(u))} for u in units]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
-        TeacherActor,
+        actor or TeacherActor,
         fn_constructor_kwargs={
             "teacher_config": teacher_config,
             "top_k": top_k,
             "rs_samples": rs_samples,
             "batch_tokens": batch_tokens,
             "threads": threads_per_actor,
+            **(actor_kwargs or {}),
         },
         batch_size=1,
         batch_format="numpy",

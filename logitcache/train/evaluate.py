@@ -1,0 +1,73 @@
+"""Held-out evaluation: cross-entropy on the true tokens, KL(teacher || student) over the
+cached top-k + tail buckets, and top-1 agreement with the teacher (a cheap proxy for how often
+speculative decoding with this student as drafter would be accepted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from logitcache.losses import cross_entropy, kl_tail, rs_kd
+from logitcache.train.distributed import all_reduce_sum
+
+
+def teacher_argmax(batch: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """The teacher's most likely id per selected position (codecs may store top-k unsorted)."""
+    if batch["topk_ids"].shape[-1] > 0:
+        ids, lp = batch["topk_ids"][mask], batch["topk_logprobs"][mask]
+        return ids.gather(-1, lp.argmax(-1, keepdim=True)).squeeze(-1)
+    ids, w = batch["rs_ids"][mask], batch["rs_weights"][mask]  # RS-only cache: the modal draw
+    return ids.gather(-1, w.argmax(-1, keepdim=True)).squeeze(-1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    device: torch.device,
+    vocab_size: int,
+    max_batches: int | None = None,
+    autocast: bool = False,
+) -> dict[str, float]:
+    """Token-weighted means over the held-out batches, summed across ranks."""
+    was_training = model.training
+    model.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]  # tokens, ce, kl (or rs cross-entropy), top-1 hits
+    has_topk = True
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+        mask = batch["labels"] != -100
+        z = logits[mask].float()
+        if z.shape[0] == 0:
+            continue
+        has_topk = batch["topk_ids"].shape[-1] > 0
+        if has_topk:
+            kd = kl_tail(
+                z,
+                batch["topk_ids"][mask],
+                batch["topk_logprobs"][mask],
+                batch["tail_logmass"][mask],
+                vocab_size=vocab_size,
+            )
+        else:
+            kd = rs_kd(z, batch["rs_ids"][mask], batch["rs_weights"][mask])
+        sums[0] += z.shape[0]
+        sums[1] += cross_entropy(z, batch["labels"][mask]).sum().item()
+        sums[2] += kd.sum().item()
+        sums[3] += (z.argmax(-1) == teacher_argmax(batch, mask)).sum().item()
+    n, ce, kd, hits = all_reduce_sum(sums, device)
+    model.train(was_training)
+    if n == 0:
+        return {"eval_tokens": 0}
+    out = {"eval_tokens": int(n), "eval_ce": ce / n, "eval_top1": hits / n}
+    # without top-k targets the KL is not available; report the RS cross-entropy instead
+    out["eval_kl" if has_topk else "eval_rs_ce"] = kd / n
+    return out
