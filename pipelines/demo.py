@@ -31,7 +31,7 @@ from logitcache.train.metrics import read_metrics
 log = logging.getLogger("logitcache.demo")
 
 TOKENS = int(os.environ.get("LOGITCACHE_DEMO_TOKENS", "16384"))
-STEPS = int(os.environ.get("LOGITCACHE_DEMO_STEPS", "150"))
+STEPS = int(os.environ.get("LOGITCACHE_DEMO_STEPS", "100"))
 
 
 def write_corpus(path: Path) -> Path:
@@ -111,11 +111,17 @@ def main() -> None:
     print(f"student training   {final['step']} steps in {train_s:.1f} s")
     if evals:
         first, last = evals[0], evals[-1]
-        for key in sorted(k for k in last if k not in ("step", "split", "time", "tokens_seen")):
-            if isinstance(last[key], (int, float)) and key in first:
-                print(
-                    f"held-out {key:<10} step {first['step']}: {first[key]:.4f}  ->  step {last['step']}: {last[key]:.4f}"
-                )
+        names = {
+            "eval_kl": "KL(teacher || student)",
+            "eval_ce": "cross-entropy (true tokens)",
+            "eval_top1": "top-1 agreement with teacher",
+        }
+        print(
+            f"held-out ({last.get('eval_tokens', '?')} tokens)   step {first['step']}  ->  step {last['step']}"
+        )
+        for key, name in names.items():
+            if key in first and key in last:
+                print(f"  {name:<30} {first[key]:.4f}  ->  {last[key]:.4f}")
     print(f"student saved to   {run_dir / 'student'} (safetensors; loads with transformers)")
     print(f"metrics            {run_dir / 'metrics.jsonl'} and {run_dir / 'metrics.png'}")
 
