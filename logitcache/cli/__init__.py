@@ -14,12 +14,18 @@ import sys
 from logitcache import __version__
 from logitcache.errors import LogitCacheError
 
+# Loggers whose DEBUG output carries credentials (request headers, session tokens).
+QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer")
+
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("logitcache.cli.build", "capture a teacher's soft labels over a corpus into a cache"),
     "info": ("logitcache.cli.info", "summarise a cache: teacher, tokenizer, k, size, codec"),
     "verify": ("logitcache.cli.verify", "check every shard against its checksum, schema and rows"),
     "train": ("logitcache.cli.train", "train a student from a cache with sparse KD losses"),
+    "catalog": ("logitcache.cli.catalog", "list and find shared caches under a catalog root"),
+    "submit": ("logitcache.cli.submit", "run a logitcache command as a Ray job on a cluster"),
+    "jobs": ("logitcache.cli.jobs", "status, logs or stop of a submitted Ray job"),
 }
 
 
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # botocore's DEBUG lines print request headers, session tokens included: `-v` means
+    # logitcache's own debug lines, never the credentials of the storage client.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except LogitCacheError as exc:

@@ -1,0 +1,490 @@
+"""A write lease on one cache directory: exactly one builder writes, the others wait or refuse.
+
+The lease is a small JSON file (``_lease.json``) next to the manifest. It names its owner
+(host, pid, a random id), when it was taken and when it expires; a heartbeat thread renews it
+while the build runs. A builder that crashed stops renewing, its lease expires, and the next
+builder takes it over and resumes the cache (the commit protocol makes that safe).
+
+Every change is a *conditional* write, so two builders racing for the same lease cannot both
+win:
+
+- local disk: creation with ``O_CREAT | O_EXCL``; takeover, renewal and release under an
+  exclusive ``flock`` on ``_lease.lock`` after checking that the lease is still the one read.
+- S3: ``PutObject`` with ``If-None-Match: *`` to create and ``If-Match: <etag>`` to take over,
+  renew or release (AWS supports both since 2024; s3fs exposes them; moto honours them).
+- ``memory://``: check-and-set under a process-wide lock (the filesystem is per-process).
+- any other filesystem: an existence check, a write, then a read-back that confirms the owner
+  id. Weaker (a narrow race remains); logged once as a warning.
+
+Expiry compares wall clocks of different hosts: keep the TTL far above their clock skew
+(the default is 120 s, renewed every 30 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from logitcache.errors import ConfigError, LeaseHeldError, LeaseLostError
+from logitcache.storage import Store
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "_lease.json"
+LOCK_NAME = "_lease.lock"
+_MEMORY_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseConfig:
+    """How long a lease lives, how often it is renewed, and how long to wait for a busy one."""
+
+    ttl_s: float = 120.0
+    heartbeat_s: float | None = None  # default ttl_s / 4
+    wait_s: float = 0.0
+    poll_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.ttl_s <= 0:
+            raise ConfigError(f"lease ttl_s={self.ttl_s} must be > 0 (seconds)")
+        if self.heartbeat_s is not None and not 0 < self.heartbeat_s < self.ttl_s:
+            raise ConfigError(
+                f"lease heartbeat_s={self.heartbeat_s} must be > 0 and below ttl_s={self.ttl_s}, "
+                "or the lease expires between renewals"
+            )
+        if self.wait_s < 0:
+            raise ConfigError(f"--wait-lease {self.wait_s} must be >= 0 seconds")
+        if self.poll_s <= 0:
+            raise ConfigError(f"lease poll_s={self.poll_s} must be > 0")
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.ttl_s / 4
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The lease file's content."""
+
+    owner_id: str
+    host: str
+    pid: int
+    created: float
+    expires: float
+    released: bool = False
+    purpose: str = ""
+
+    @property
+    def expired(self) -> bool:
+        return self.released or time.time() >= self.expires
+
+    def describe(self) -> str:
+        state = "released" if self.released else f"expires {_iso(self.expires)}"
+        return f"host {self.host} pid {self.pid} (lease {self.owner_id[:8]}, {state})"
+
+    def to_bytes(self) -> bytes:
+        d = {
+            "owner": {"id": self.owner_id, "host": self.host, "pid": self.pid},
+            "purpose": self.purpose,
+            "created": _iso(self.created),
+            "expires": _iso(self.expires),
+            "created_unix": self.created,
+            "expires_unix": self.expires,
+            "released": self.released,
+        }
+        return (json.dumps(d, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LeaseRecord | None:
+        """Parse; an unreadable lease (torn write on an odd filesystem) counts as expired."""
+        try:
+            d = json.loads(data)
+            return cls(
+                owner_id=str(d["owner"]["id"]),
+                host=str(d["owner"]["host"]),
+                pid=int(d["owner"]["pid"]),
+                created=float(d["created_unix"]),
+                expires=float(d["expires_unix"]),
+                released=bool(d.get("released", False)),
+                purpose=str(d.get("purpose", "")),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class _Conflict(Exception):
+    """A conditional write lost: someone else changed the lease first."""
+
+
+# -- conditional-write backends --------------------------------------------------------------
+# Each backend reads (record bytes, version) and writes conditionally on a version; ``version``
+# is opaque (an S3 ETag, or a hash of the bytes elsewhere).
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Backend:
+    def __init__(self, store: Store, rel: str):
+        self.store = store
+        self.rel = rel
+        self.path = store.path(rel)
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            data = self.store.fs.cat_file(self.path)
+        except FileNotFoundError:
+            return None
+        return data, _digest(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        yield
+
+    def create(self, data: bytes) -> str:
+        with self._locked():
+            if self.store.fs.exists(self.path):
+                raise _Conflict
+            self.store.write_bytes(self.rel, data)
+        return self._confirm(data)
+
+    def replace(self, data: bytes, version: str) -> str:
+        with self._locked():
+            current = self.read()
+            if current is None or current[1] != version:
+                raise _Conflict
+            self.store.write_bytes(self.rel, data)
+        return self._confirm(data)
+
+    def delete(self, version: str) -> None:
+        with self._locked():
+            current = self.read()
+            if current is None or current[1] != version:
+                raise _Conflict
+            self.store.delete(self.rel)
+
+    def _confirm(self, data: bytes) -> str:
+        return _digest(data)
+
+
+class _GenericBackend(_Backend):
+    """No conditional writes available: write, wait a moment, read back and compare."""
+
+    def _confirm(self, data: bytes) -> str:
+        time.sleep(0.5)
+        self.store.invalidate()
+        current = self.read()
+        if current is None or current[0] != data:
+            raise _Conflict
+        return current[1]
+
+
+class _MemoryBackend(_Backend):
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with _MEMORY_LOCK:
+            yield
+
+
+class _LocalBackend(_Backend):
+    """O_EXCL creation; every other change under an exclusive flock on a side file."""
+
+    def __init__(self, store: Store, rel: str):
+        super().__init__(store, rel)
+        self.lock_path = store.path(LOCK_NAME)
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            with open(self.path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        return data, _digest(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def create(self, data: bytes) -> str:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with self._locked():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                raise _Conflict from None
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return _digest(data)
+
+
+class _S3Backend(_Backend):
+    """S3 conditional writes: If-None-Match to create, If-Match (ETag) to change."""
+
+    def read(self) -> tuple[bytes, str] | None:
+        fs = self.store.fs
+        for _ in range(5):
+            try:
+                before = fs.info(self.path, refresh=True)["ETag"]
+                data = fs.cat_file(self.path)
+                after = fs.info(self.path, refresh=True)["ETag"]
+            except FileNotFoundError:
+                return None
+            if before == after:  # the bytes belong to this ETag
+                return data, after
+        raise LeaseHeldError(f"the lease {self.store.url(self.rel)} keeps changing; retry later")
+
+    def _put(self, data: bytes, **cond: str) -> str:
+        try:
+            out = self.store.fs.pipe_file(self.path, data, **cond)
+        except FileExistsError:
+            raise _Conflict from None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL or "Precondition" in str(exc) or "412" in str(exc):
+                raise _Conflict from None
+            if isinstance(exc, FileNotFoundError):  # If-Match on a vanished key
+                raise _Conflict from None
+            raise
+        self.store.fs.invalidate_cache(self.path)
+        etag = out.get("ETag") if isinstance(out, Mapping) else None
+        return etag or self.store.fs.info(self.path, refresh=True)["ETag"]
+
+    def create(self, data: bytes) -> str:
+        return self._put(data, mode="create")
+
+    def replace(self, data: bytes, version: str) -> str:
+        return self._put(data, IfMatch=version)
+
+    def delete(self, version: str) -> None:
+        # Conditional DeleteObject is not universally supported: mark released instead, with
+        # If-Match, so only the holder can do it and the next builder takes it over at once.
+        current = self.read()
+        rec = LeaseRecord.from_bytes(current[0]) if current else None
+        if rec is None:
+            raise _Conflict
+        released = LeaseRecord(**{**rec.__dict__, "released": True, "expires": time.time()})
+        self.replace(released.to_bytes(), version)
+
+
+def _backend(store: Store, rel: str) -> _Backend:
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    if store.is_local:
+        return _LocalBackend(store, rel)
+    if "memory" in protocols:
+        return _MemoryBackend(store, rel)
+    if {"s3", "s3a"} & set(protocols):
+        return _S3Backend(store, rel)
+    log.warning(
+        "%s has no conditional writes in logitcache; the write lease falls back to "
+        "write-then-read-back, which narrows but does not close the race between two builders",
+        store.uri,
+    )
+    return _GenericBackend(store, rel)
+
+
+# -- the lease --------------------------------------------------------------------------------
+
+
+@dataclass
+class Lease:
+    """A held write lease. Use :func:`acquire_lease`; release with :meth:`release` or ``with``."""
+
+    store: Store
+    record: LeaseRecord
+    config: LeaseConfig
+    _backend: _Backend = field(repr=False)
+    _version: str = field(repr=False)
+    lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def owner_id(self) -> str:
+        return self.record.owner_id
+
+    def renew(self) -> None:
+        """Push the expiry forward; mark the lease lost if someone else took it over."""
+        with self._mutex:
+            if self.lost:
+                return
+            now = time.time()
+            rec = LeaseRecord(**{**self.record.__dict__, "expires": now + self.config.ttl_s})
+            try:
+                self._version = self._backend.replace(rec.to_bytes(), self._version)
+                self.record = rec
+            except _Conflict:
+                self.lost = True
+                log.error(
+                    "write lease on %s was taken over by another builder; stop writing",
+                    self.store.uri,
+                )
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` if the lease was lost (call before each commit)."""
+        if self._stop.is_set():
+            raise LeaseLostError(
+                f"the write lease on {self.store.uri} was released; nothing may be written "
+                "after a build gave its lease up"
+            )
+        if self.lost:
+            raise LeaseLostError(
+                f"the write lease on {self.store.uri} expired and another builder took it over "
+                "(this process stalled longer than the lease TTL). Its work is safe; re-run the "
+                "build to resume, with a longer lease TTL if this machine is slow."
+            )
+        if self._thread is None and time.time() > self.record.expires - self.config.ttl_s / 2:
+            self.renew()
+
+    def start_heartbeat(self) -> Lease:
+        """Renew in a daemon thread every ``renew_every_s`` until released."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._beat, name=f"lease-heartbeat-{self.owner_id[:8]}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.config.renew_every_s):
+            try:
+                self.renew()
+            except Exception as exc:  # a transient storage error must not kill the heartbeat
+                log.warning("renewing the write lease on %s failed: %s", self.store.uri, exc)
+            if self.lost:
+                return
+
+    def release(self) -> None:
+        """Stop the heartbeat and give the lease up (idempotent)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        with self._mutex:
+            if self.lost:
+                return
+            try:
+                self._backend.delete(self._version)
+            except _Conflict:
+                log.warning("write lease on %s was already taken over", self.store.uri)
+            self.lost = True  # no longer ours either way
+        log.info("released write lease on %s", self.store.uri)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def read_lease(store: Store, rel: str = LEASE_NAME) -> LeaseRecord | None:
+    """The current lease on ``store`` (possibly expired), or None."""
+    current = _backend(store, rel).read()
+    return LeaseRecord.from_bytes(current[0]) if current else None
+
+
+def acquire_lease(
+    uri_or_store: str | Store,
+    config: LeaseConfig | None = None,
+    *,
+    storage_options: str | Mapping[str, Any] | None = None,
+    purpose: str = "build",
+    heartbeat: bool = True,
+) -> Lease:
+    """Take the write lease of the cache at ``uri_or_store``.
+
+    A live lease held by someone else makes this wait up to ``config.wait_s`` seconds, then
+    raise :class:`LeaseHeldError` naming the holder and its expiry. An expired or released lease
+    is taken over (conditionally, so of two builders taking over at once only one wins).
+    """
+    config = config or LeaseConfig()
+    store = (
+        uri_or_store
+        if isinstance(uri_or_store, Store)
+        else Store.open(uri_or_store, storage_options)
+    )
+    backend = _backend(store, LEASE_NAME)
+    owner_id = uuid.uuid4().hex
+    deadline = time.monotonic() + config.wait_s
+    waited = False
+    while True:
+        now = time.time()
+        record = LeaseRecord(
+            owner_id=owner_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            created=now,
+            expires=now + config.ttl_s,
+            purpose=purpose,
+        )
+        current = backend.read()
+        holder = LeaseRecord.from_bytes(current[0]) if current else None
+        try:
+            if current is None:
+                version = backend.create(record.to_bytes())
+            elif holder is None or holder.expired:
+                if holder is not None and not holder.released:
+                    log.warning(
+                        "taking over the expired write lease on %s left by %s",
+                        store.uri,
+                        holder.describe(),
+                    )
+                version = backend.replace(record.to_bytes(), current[1])
+            else:
+                raise _Conflict
+        except _Conflict:
+            store.invalidate()
+            if time.monotonic() >= deadline:
+                holder = read_lease(store) or holder
+                who = holder.describe() if holder else "another builder"
+                raise LeaseHeldError(
+                    f"{store.uri} is being written by {who}. Wait for it (--wait-lease SECONDS), "
+                    "or if that builder is gone, wait for its lease to expire and re-run: the "
+                    "build resumes where it stopped."
+                ) from None
+            if not waited:
+                log.info(
+                    "write lease on %s is held; waiting up to %.0f s", store.uri, config.wait_s
+                )
+                waited = True
+            time.sleep(min(config.poll_s, max(0.0, deadline - time.monotonic())) or 0.01)
+            continue
+        lease = Lease(store=store, record=record, config=config, _backend=backend, _version=version)
+        log.info("holding write lease on %s (%s)", store.uri, record.describe())
+        return lease.start_heartbeat() if heartbeat else lease
+
+
+__all__ = [
+    "LEASE_NAME",
+    "Lease",
+    "LeaseConfig",
+    "LeaseRecord",
+    "acquire_lease",
+    "read_lease",
+]

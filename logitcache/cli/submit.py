@@ -1,0 +1,98 @@
+"""``logitcache submit [--address URL] [--submission-id ID] [--no-wait] -- COMMAND ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS if it is an "
+        "http URL, else http://127.0.0.1:8265). The dashboard token is read from "
+        "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token",
+    )
+    p.add_argument(
+        "--submission-id",
+        default=None,
+        help="job id (default: derived from the command line and the time); an id that "
+        "already exists is attached to instead of submitted twice",
+    )
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
+    p.add_argument(
+        "--working-dir",
+        default=None,
+        help="directory uploaded as the job's working_dir (default: this logitcache checkout, "
+        "else the current directory)",
+    )
+    p.add_argument(
+        "--runtime-env",
+        default=None,
+        metavar="YAML",
+        help="runtime env file merged in (pip, env_vars, ...), e.g. cluster/runtime_env.yaml",
+    )
+    p.add_argument("--entrypoint-num-cpus", type=float, default=None)
+    p.add_argument("--entrypoint-num-gpus", type=float, default=None)
+    p.add_argument(
+        "argv",  # not "command": that is the top-level parser's subcommand name
+        metavar="COMMAND",
+        nargs=argparse.REMAINDER,
+        help="the logitcache command line, after --",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from logitcache.jobs import (
+        EntrypointResources,
+        SubmitRequest,
+        build_runtime_env,
+        entrypoint_resources,
+        follow,
+        make_client,
+        parse_command,
+        project_dir,
+        resolve_address,
+        split_command,
+        submit,
+    )
+    from logitcache.jobs.submit import load_runtime_env_file
+
+    command = split_command(args.argv)
+    parsed = parse_command(command)
+    res = entrypoint_resources(parsed)
+    res = EntrypointResources(
+        num_cpus=res.num_cpus if args.entrypoint_num_cpus is None else args.entrypoint_num_cpus,
+        num_gpus=res.num_gpus if args.entrypoint_num_gpus is None else args.entrypoint_num_gpus,
+    )
+    extra = load_runtime_env_file(args.runtime_env) if args.runtime_env else {}
+    working_dir = Path(args.working_dir).resolve() if args.working_dir else project_dir()
+    req = SubmitRequest(
+        command=command,
+        address=resolve_address(args.address),
+        submission_id=args.submission_id,
+        runtime_env=build_runtime_env(working_dir, extra),
+        resources=res,
+    )
+    client = make_client(req.address)
+    job_id = submit(client, req)
+    print(f"submitted job {job_id} to {req.address}", file=sys.stderr)
+    if args.no_wait:
+        print(job_id)
+        return 0
+    try:
+        code = follow(client, job_id, lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; job {job_id} keeps running. "
+            f"`logitcache jobs status {job_id}` / `logitcache jobs stop {job_id}`",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"job {job_id} finished with exit code {code}", file=sys.stderr)
+    return code
