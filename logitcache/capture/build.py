@@ -20,8 +20,10 @@ from logitcache.capture.plan import local_tokenize_map, plan_build
 from logitcache.capture.progress import Progress
 from logitcache.capture.runners import ensure_ray, ray_tokenize_map, run_local, run_ray
 from logitcache.capture.stages import Scorer
+from logitcache.catalog.build import open_build_target
+from logitcache.catalog.lease import LeaseConfig
 from logitcache.codecs import CodecContext, get_codec
-from logitcache.format import CacheWriter, Manifest, read_manifest
+from logitcache.format import Manifest, open_cache, read_manifest
 from logitcache.storage import Store
 from logitcache.teachers.config import check_score_args
 
@@ -84,14 +86,31 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
         # Fail before the writer creates a manifest: a bad k must leave nothing behind.
         check_score_args(cfg.top_k, cfg.rs_samples, vocab_size)
         ctx = CodecContext(vocab_size=vocab_size, top_k=cfg.top_k, rs_samples=cfg.rs_samples)
-        existing = read_manifest(Store.open(cfg.out, cfg.storage_options))
-        if existing is not None and _resumes_codec(existing.codec["spec"], cfg.codec):
-            codec = get_codec(existing.codec["spec"])  # resume: the exact codec of the cache
-        else:
-            codec = get_codec(cfg.codec)
-            if existing is None and "ranks=" not in (cfg.codec or ""):
-                codec = calibrate_codec(
-                    codec,
+        header = Manifest(
+            teacher=identity,
+            tokenizer=tokenizer_identity(tokenizer, vocab_size),
+            capture=cfg.capture_section(),
+            codec=get_codec(cfg.codec).describe(),
+            corpus=plan.corpus_section(cfg),
+            extra=dict(cfg.extra),
+        )
+        target = open_build_target(
+            cfg.out,
+            header,
+            cfg.storage_options,
+            catalog=cfg.catalog,
+            lease=LeaseConfig(ttl_s=cfg.lease_ttl, wait_s=cfg.wait_lease),
+        )
+        if target.reuse_complete:
+            log.info("%s already holds this cache, complete: nothing to compute", target.uri)
+            return open_cache(target.uri, cfg.storage_options).manifest
+        with target:
+            existing = read_manifest(Store.open(target.uri, cfg.storage_options))
+            if existing is not None and _resumes_codec(existing.codec["spec"], cfg.codec):
+                header.codec = existing.codec  # resume: the exact (calibrated) codec of the cache
+            elif existing is None and "ranks=" not in (cfg.codec or ""):
+                header.codec = calibrate_codec(
+                    get_codec(cfg.codec),
                     calibration_rows(plan.units, calibration_budget(plan.units)),
                     ctx,
                     scorer=scorer,
@@ -100,75 +119,11 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
                     device=cfg.device,
                     workers=cfg.workers,
                     threads=cfg.threads,
-                )
-        header = Manifest(
-            teacher=identity,
-            tokenizer=tokenizer_identity(tokenizer, vocab_size),
-            capture=cfg.capture_section(),
-            codec=codec.describe(),
-            corpus=plan.corpus_section(cfg),
-            extra=dict(cfg.extra),
-        )
-        writer = CacheWriter.open(cfg.out, header, cfg.storage_options)
-        writer.cleanup_orphans()
-        done = writer.committed_units
-        todo = [u for u in plan.units if u.name not in done]
-        if len(todo) < len(plan.units):
-            log.info(
-                "skipping %d committed unit(s); %d to go", len(plan.units) - len(todo), len(todo)
-            )
-        progress = Progress(
-            total_tokens=sum(u.tokens for u in todo),
-            total_units=len(todo),
-            mode=cfg.progress,
-            interval_s=cfg.log_interval_s,
-        )
-        if cfg.use_ray:
-            results = run_ray(
-                todo,
-                teacher_config=tcfg,
-                top_k=cfg.top_k,
-                rs_samples=cfg.rs_samples,
-                batch_tokens=cfg.batch_tokens,
-                workers=cfg.workers,
-                device=cfg.device,
-                threads=cfg.threads,
-                store=writer.store,
-                codec_spec=codec.spec,
-                ctx=ctx,
-            )
-        else:
-            results = run_local(
-                todo, scorer=scorer, store=writer.store, codec_spec=codec.spec, ctx=ctx
-            )
-        per_worker: dict[str, dict[str, float]] = {}
-        ready_at: list[float] = []
-        last_commit = 0.0
-        try:
-            for info, meta in results:
-                writer.commit([info])
-                ready_at.append(meta["ready_at"])
-                last_commit = time.time()
-                progress.update(tokens=info.tokens, rows=info.rows, nbytes=info.bytes)
-                w = per_worker.setdefault(
-                    meta["worker"], {"tokens": 0, "teacher_s": 0.0, "units": 0}
-                )
-                w["tokens"] += info.tokens
-                w["teacher_s"] += meta["teacher_s"]
-                w["units"] += 1
-        finally:
-            progress.close()
-        # Pipeline time: from the first teacher being ready to the last commit, i.e. scoring,
-        # encoding, writing and committing, without Ray start-up and teacher loading.
-        pipeline_s = last_commit - min(ready_at) if ready_at else None
-        stats = _run_stats(
-            cfg, progress, per_worker, time.perf_counter() - t_start, len(plan.units) - len(todo)
-        )
-        stats["run"]["pipeline_s"] = round(pipeline_s, 3) if pipeline_s else None
-        stats["run"]["pipeline_tokens_per_s"] = (
-            round(progress.tokens / pipeline_s, 1) if pipeline_s else None
-        )
-        manifest = writer.finish(stats)
+                ).describe()
+            writer = target.open_writer(header)  # leased; a crashed run's orphans removed
+            codec = get_codec(writer.manifest.codec["spec"])
+            manifest = _run_units(cfg, tcfg, plan, writer, scorer, codec, ctx, t_start)
+            target.finish(manifest)
     finally:
         if started_ray:
             import ray
@@ -176,6 +131,62 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
             ray.shutdown()
     _log_summary(manifest, writer.store.uri)
     return manifest
+
+
+def _run_units(cfg, tcfg, plan, writer, scorer, codec, ctx, t_start: float) -> Manifest:
+    """Compute the units the cache lacks, committing each as it arrives; finish the cache."""
+    done = writer.committed_units
+    todo = [u for u in plan.units if u.name not in done]
+    if len(todo) < len(plan.units):
+        log.info("skipping %d committed unit(s); %d to go", len(plan.units) - len(todo), len(todo))
+    progress = Progress(
+        total_tokens=sum(u.tokens for u in todo),
+        total_units=len(todo),
+        mode=cfg.progress,
+        interval_s=cfg.log_interval_s,
+    )
+    if cfg.use_ray:
+        results = run_ray(
+            todo,
+            teacher_config=tcfg,
+            top_k=cfg.top_k,
+            rs_samples=cfg.rs_samples,
+            batch_tokens=cfg.batch_tokens,
+            workers=cfg.workers,
+            device=cfg.device,
+            threads=cfg.threads,
+            store=writer.store,
+            codec_spec=codec.spec,
+            ctx=ctx,
+        )
+    else:
+        results = run_local(todo, scorer=scorer, store=writer.store, codec_spec=codec.spec, ctx=ctx)
+    per_worker: dict[str, dict[str, float]] = {}
+    ready_at: list[float] = []
+    last_commit = 0.0
+    try:
+        for info, meta in results:
+            writer.commit([info])
+            ready_at.append(meta["ready_at"])
+            last_commit = time.time()
+            progress.update(tokens=info.tokens, rows=info.rows, nbytes=info.bytes)
+            w = per_worker.setdefault(meta["worker"], {"tokens": 0, "teacher_s": 0.0, "units": 0})
+            w["tokens"] += info.tokens
+            w["teacher_s"] += meta["teacher_s"]
+            w["units"] += 1
+    finally:
+        progress.close()
+    # Pipeline time: from the first teacher being ready to the last commit, i.e. scoring,
+    # encoding, writing and committing, without Ray start-up and teacher loading.
+    pipeline_s = last_commit - min(ready_at) if ready_at else None
+    stats = _run_stats(
+        cfg, progress, per_worker, time.perf_counter() - t_start, len(plan.units) - len(todo)
+    )
+    stats["run"]["pipeline_s"] = round(pipeline_s, 3) if pipeline_s else None
+    stats["run"]["pipeline_tokens_per_s"] = (
+        round(progress.tokens / pipeline_s, 1) if pipeline_s else None
+    )
+    return writer.finish(stats)
 
 
 def _resumes_codec(existing_spec: str, requested: str | None) -> bool:

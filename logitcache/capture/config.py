@@ -22,7 +22,7 @@ class CaptureConfig:
 
     teacher: str
     corpus: list[str]
-    out: str
+    out: str | None = None
     top_k: int = 64
     rs_samples: int = 0
     seq_len: int = 2048
@@ -45,19 +45,29 @@ class CaptureConfig:
     threads: int | None = None
     progress: str = "auto"
     log_interval_s: float = 15.0
+    catalog: str | None = None
+    wait_lease: float = 0.0
+    lease_ttl: float = 120.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.corpus, str):
             self.corpus = [self.corpus]
         self.corpus = [str(c) for c in self.corpus]
-        self.out = str(self.out)
+        self.out = str(self.out) if self.out else None
         if not self.teacher:
             raise ConfigError("no teacher: pass --teacher HUB_ID|DIR|FILE.gguf|smollm2-135m")
         if not self.corpus:
             raise ConfigError("no corpus: pass --corpus PATH_OR_URI [...] (globs allowed)")
-        if not self.out:
-            raise ConfigError("no output: pass --out CACHE_URI")
+        if not self.out and not self.catalog:
+            raise ConfigError("no output: pass --out CACHE_URI or --catalog ROOT")
+        if self.out and self.catalog:
+            raise ConfigError(
+                "--out and --catalog both name where the cache goes; pass one (with --catalog "
+                "the cache lives at ROOT/caches/<key>)"
+            )
+        if self.wait_lease < 0 or self.lease_ttl <= 0:
+            raise ConfigError("--wait-lease must be >= 0 and --lease-ttl > 0 (seconds)")
         if self.top_k < 0:
             raise ConfigError(f"--top-k {self.top_k}: must be >= 0")
         if self.rs_samples < 0:

@@ -44,11 +44,19 @@ _LOCATION_FIELDS = {
 }
 
 
+# Codec fields fitted to the data (lc1's rank table): a grown corpus may fit a different table,
+# yet its cache is the same cache, extended with the table it already has.
+_FITTED_CODEC_FIELDS = ("spec", "ranks", "ranks_listed", "ranks_sha256")
+
+
 def key_identity(manifest: Manifest) -> dict[str, Any]:
-    """The identity sections with location-only fields dropped where a content hash stands in."""
+    """The identity sections with location-only fields dropped where a content hash stands in,
+    and the codec reduced to its name and chosen parameters."""
     identity = {}
     for section in IDENTITY_SECTIONS:
         value = dict(getattr(manifest, section))
+        if section == "codec":
+            value = {k: v for k, v in value.items() if k not in _FITTED_CODEC_FIELDS}
         hash_field, location = _LOCATION_FIELDS.get(section, (None, ()))
         if hash_field and value.get(hash_field):
             for name in location:

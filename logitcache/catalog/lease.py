@@ -94,6 +94,23 @@ class LeaseRecord:
     def expired(self) -> bool:
         return self.released or time.time() >= self.expires
 
+    @property
+    def owner_gone(self) -> bool:
+        """The holder ran on this host and its process no longer exists (killed, crashed).
+
+        Lets a re-run take over at once instead of waiting out the TTL. A reused pid reads
+        as alive, which only falls back to waiting for expiry: the safe side.
+        """
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # e.g. EPERM: a process with that pid exists
+            return False
+        return False
+
     def describe(self) -> str:
         state = "released" if self.released else f"expires {_iso(self.expires)}"
         return f"host {self.host} pid {self.pid} (lease {self.owner_id[:8]}, {state})"
@@ -448,12 +465,13 @@ def acquire_lease(
         try:
             if current is None:
                 version = backend.create(record.to_bytes())
-            elif holder is None or holder.expired:
+            elif holder is None or holder.expired or holder.owner_gone:
                 if holder is not None and not holder.released:
                     log.warning(
-                        "taking over the expired write lease on %s left by %s",
+                        "taking over the write lease on %s left by %s, which %s",
                         store.uri,
                         holder.describe(),
+                        "has expired" if holder.expired else "is no longer running",
                     )
                 version = backend.replace(record.to_bytes(), current[1])
             else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from logitcache.catalog.build import add_build_options
 from logitcache.cli.common import add_storage_options
 
 
@@ -23,7 +24,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="files, globs, directories or fsspec URIs",
     )
-    p.add_argument("--out", required=True, help="cache URI (local path, s3://, memory://, ...)")
+    p.add_argument(
+        "--out", default=None, help="cache URI (local path, s3://, memory://, ...); or --catalog"
+    )
     p.add_argument(
         "--top-k", type=int, default=64, help="top-k entries stored per position (0: draws only)"
     )
@@ -95,6 +98,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--progress", default="auto", choices=["auto", "bar", "log", "off"], help="progress display"
     )
+    add_build_options(p)
     add_storage_options(p)
 
 
@@ -105,6 +109,9 @@ def config_from_args(args: argparse.Namespace):
         teacher=args.teacher,
         corpus=list(args.corpus),
         out=args.out,
+        catalog=args.catalog,
+        wait_lease=args.wait_lease,
+        lease_ttl=args.lease_ttl,
         top_k=args.top_k,
         rs_samples=args.rs_samples,
         seq_len=args.seq_len,
@@ -133,11 +140,16 @@ def run(args: argparse.Namespace) -> int:
     from logitcache.capture import build_cache
 
     manifest = build_cache(config_from_args(args))
+    uri = args.out
+    if args.catalog:
+        from logitcache.catalog import Catalog, catalog_key
+
+        uri = Catalog.open(args.catalog, args.storage_options).cache_uri(catalog_key(manifest))
     run_stats = manifest.stats.get("run", {})
     print(
         json.dumps(
             {
-                "out": args.out,
+                "out": uri,
                 "sequences": manifest.num_sequences,
                 "tokens": manifest.num_tokens,
                 "bytes_per_token": manifest.stats.get("bytes_per_token"),

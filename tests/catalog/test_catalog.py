@@ -20,7 +20,14 @@ from catalog_helpers import catalog_build, header, make_units
 from fsspec.implementations.local import LocalFileSystem
 
 import logitcache
-from logitcache.catalog import Catalog, LeaseConfig, catalog_key, prepare_build, read_lease
+from logitcache.catalog import (
+    Catalog,
+    LeaseConfig,
+    acquire_lease,
+    catalog_key,
+    prepare_build,
+    read_lease,
+)
 from logitcache.cli import main as cli_main
 from logitcache.errors import LeaseHeldError, LeaseLostError, StorageError
 
@@ -202,13 +209,28 @@ def test_crashed_builder_lease_expires_and_next_build_resumes(tmp_path, sample_f
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     units = make_units(sample_factory, ["u-0", "u-1", "u-2"])
-    t0 = time.monotonic()
-    with pytest.raises(LeaseHeldError):  # still held right after the crash
-        catalog_build(root, units, "fp-1", lease=LeaseConfig(wait_s=0))
-    target, computed = catalog_build(root, units, "fp-1", lease=LeaseConfig(wait_s=10, poll_s=0.2))
-    assert time.monotonic() - t0 < 10
+    # The holder ran on this host and is gone: its lease is taken over at once, no TTL wait.
+    target, computed = catalog_build(root, units, "fp-1", lease=LeaseConfig(wait_s=0))
     assert target.action == "resume" and computed == ["u-1", "u-2"]
     assert sample_ids(target.uri) == expected_ids(units)
+
+
+def test_lease_of_a_builder_on_another_host_holds_until_it_expires(tmp_path):
+    from logitcache.catalog.lease import LEASE_NAME, LeaseRecord
+    from logitcache.storage import Store
+
+    store = Store.open(str(tmp_path / "cache"))
+    now = time.time()
+    foreign = LeaseRecord(
+        owner_id="f" * 32, host="some-other-host", pid=1, created=now, expires=now + 1.5
+    )
+    store.write_bytes(LEASE_NAME, foreign.to_bytes())
+    with pytest.raises(LeaseHeldError, match="some-other-host"):
+        acquire_lease(store, LeaseConfig(wait_s=0), heartbeat=False)
+    t0 = time.monotonic()
+    lease = acquire_lease(store, LeaseConfig(wait_s=10, poll_s=0.1), heartbeat=False)
+    assert 0.5 < time.monotonic() - t0 < 10  # waited for the expiry, then took over
+    lease.release()
 
 
 # -- read-only readers ------------------------------------------------------------------------
