@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import logitcache.format.shard as shard_mod
-from logitcache.codecs import DEFAULT_CODEC, CodecContext, get_codec
+from logitcache.codecs import CodecContext, get_codec
 from logitcache.format import CacheWriter, Manifest, write_shard
 from logitcache.format.shard import encode_table
 
@@ -22,7 +22,11 @@ def _header(ctx: CodecContext, codec_spec: str) -> Manifest:
 
 @pytest.fixture
 def build_cache(sample_factory, monkeypatch):
-    """``build_cache(uri, ...) -> {sample_id: sample}``: shards of several small row groups."""
+    """``build_cache(uri, ...) -> {sample_id: sample}``: shards of several small row groups.
+
+    The codec defaults to the lossless ``raw`` so tests can compare decoded payloads exactly;
+    the loader is codec-agnostic (lc1's bounds are tested in tests/codecs).
+    """
 
     def build(
         uri,
@@ -32,7 +36,7 @@ def build_cache(sample_factory, monkeypatch):
         top_k=4,
         rs_samples=0,
         row_group_tokens=40,
-        codec_spec=DEFAULT_CODEC,
+        codec_spec="raw",
         vocab_size=300,
     ):
         monkeypatch.setattr(shard_mod, "ROW_GROUP_TOKENS", row_group_tokens)

@@ -16,7 +16,13 @@ def test_ray_dataset_reads_only_committed_shards_and_decodes(tmp_path, build_cac
     uri = str(tmp_path / "c")
     expected = build_cache(uri, shards=2, per_shard=5)
     (tmp_path / "c" / "shards" / "unit-999-orphan.parquet").write_bytes(b"not committed")
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+    )
     try:
         rows = ray_dataset(uri).take_all()
     finally:
