@@ -78,6 +78,11 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# Leases this process released but could not delete: a later attempt from this same process
+# may take them over at once.
+_ABANDONED: set[str] = set()
+
+
 @dataclass(frozen=True)
 class LeaseRecord:
     """The lease file's content."""
@@ -101,6 +106,8 @@ class LeaseRecord:
         Lets a re-run take over at once instead of waiting out the TTL. A reused pid reads
         as alive, which only falls back to waiting for expiry: the safe side.
         """
+        if self.owner_id in _ABANDONED:
+            return True  # this process gave it up but could not delete it (store was down)
         if self.host != socket.gethostname() or self.pid == os.getpid():
             return False
         try:
@@ -410,6 +417,18 @@ class Lease:
                 self._backend.delete(self._version)
             except _Conflict:
                 log.warning("write lease on %s was already taken over", self.store.uri)
+            except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
+                # Releasing runs on error paths too (e.g. the store is down): never let it
+                # replace the error that brought us here.
+                log.warning(
+                    "could not release the write lease on %s (%s); it expires at %s",
+                    self.store.uri,
+                    type(exc).__name__,
+                    _iso(self.record.expires),
+                )
+                _ABANDONED.add(self.record.owner_id)
+                self.lost = True
+                return
             self.lost = True  # no longer ours either way
         log.info("released write lease on %s", self.store.uri)
 

@@ -20,6 +20,7 @@ QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer")
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("logitcache.cli.build", "capture a teacher's soft labels over a corpus into a cache"),
+    "generate": ("logitcache.cli.generate", "cache teacher-written responses with soft labels"),
     "info": ("logitcache.cli.info", "summarise a cache: teacher, tokenizer, k, size, codec"),
     "verify": ("logitcache.cli.verify", "check every shard against its checksum, schema and rows"),
     "train": ("logitcache.cli.train", "train a student from a cache with sparse KD losses"),

@@ -97,15 +97,49 @@ def tokenize_chat(tokenizer, doc: Document) -> TokenizedDoc:
     return TokenizedDoc(ids=ids, targets=targets)
 
 
+# Plain texts longer than this are tokenised piece by piece (cut before a whitespace, where
+# byte-level pre-tokenisers split anyway): one 10 MB document would otherwise hold per-token
+# Python objects and offsets for millions of tokens at once (gigabytes of peak memory).
+LONG_DOC_CHARS = 1 << 18
+
+
+def split_long_text(text: str, limit: int = LONG_DOC_CHARS) -> list[str]:
+    """``text`` in pieces of at most ~``limit`` characters, each cut just before whitespace."""
+    pieces, start = [], 0
+    while len(text) - start > limit:
+        cut = start + limit
+        ws = max(
+            text.rfind(" ", start + limit // 2, cut), text.rfind("\n", start + limit // 2, cut)
+        )
+        cut = ws if ws > start else cut
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _tokenize_plain(tokenizer, text: str) -> np.ndarray:
+    parts = [
+        np.asarray(tokenizer(piece, add_special_tokens=False, verbose=False)["input_ids"], np.int32)
+        for piece in split_long_text(text)
+    ]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def tokenize_documents(tokenizer, docs: Sequence[Document]) -> list[TokenizedDoc]:
     """Tokenise a batch (plain texts in one fast batched call). No special tokens are added:
     packing inserts EOS between documents, chat templates bring their own markers."""
     out: list[TokenizedDoc | None] = [None] * len(docs)
     plain = [i for i, d in enumerate(docs) if d.messages is None]
-    if plain:
-        enc = tokenizer([docs[i].text for i in plain], add_special_tokens=False, verbose=False)
-        for i, ids in zip(plain, enc["input_ids"]):
+    short = [i for i in plain if len(docs[i].text) <= LONG_DOC_CHARS]
+    if short:
+        enc = tokenizer([docs[i].text for i in short], add_special_tokens=False, verbose=False)
+        for i, ids in zip(short, enc["input_ids"]):
             arr = np.asarray(ids, dtype=np.int32)
+            out[i] = TokenizedDoc(ids=arr, targets=np.ones(len(arr), dtype=np.bool_))
+    for i in plain:
+        if out[i] is None:
+            arr = _tokenize_plain(tokenizer, docs[i].text)
             out[i] = TokenizedDoc(ids=arr, targets=np.ones(len(arr), dtype=np.bool_))
     for i, d in enumerate(docs):
         if d.messages is not None:
