@@ -139,13 +139,26 @@ def _unique_counts(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, counts
 
 
-def load(positions: int, *, rs_samples: int = 50, refresh: bool = False) -> TeacherDists:
-    """Cached :func:`compute`: the npz is keyed by the request and the weight file's size."""
+def _cache_path(positions: int, rs_samples: int) -> Path:
     weights = _model_dir() / GGUF_NAME
     key = hashlib.sha256(
         f"{positions}-{rs_samples}-{KEEP}-{weights.stat().st_size}-v1".encode()
     ).hexdigest()[:16]
-    path = CACHE_DIR / f"teacher-dists-{key}.npz"
+    return CACHE_DIR / f"teacher-dists-{key}.npz"
+
+
+def cached(positions: int, *, rs_samples: int = 50) -> TeacherDists | None:
+    """The stored distributions if an earlier run computed them, else None (no teacher run)."""
+    try:
+        path = _cache_path(positions, rs_samples)
+    except (ModuleNotFoundError, OSError):
+        return None
+    return load(positions, rs_samples=rs_samples) if path.exists() else None
+
+
+def load(positions: int, *, rs_samples: int = 50, refresh: bool = False) -> TeacherDists:
+    """Cached :func:`compute`: the npz is keyed by the request and the weight file's size."""
+    path = _cache_path(positions, rs_samples)
     if path.exists() and not refresh:
         with np.load(path, allow_pickle=False) as z:
             return TeacherDists(

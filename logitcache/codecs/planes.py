@@ -20,20 +20,23 @@ def planes_for(max_value: int) -> int:
     return max(1, (int(max_value).bit_length() + 7) // 8)
 
 
+def _kernels():
+    """The compiled loops, imported on first use (numba's import costs ~0.5 s)."""
+    from logitcache.codecs import kernels
+
+    return kernels
+
+
 def pack_rows(values: np.ndarray, entry_offsets: np.ndarray, nplanes: int) -> pa.Array:
     """``values[entry_offsets[r]:entry_offsets[r+1]]`` -> row r's blob of byte planes."""
     values = np.ascontiguousarray(values).reshape(-1)
     if values.size and values.dtype.kind == "i" and values.min() < 0:
         raise CodecError("byte planes hold non-negative integers only")
-    v = values.astype(np.uint64 if nplanes > 4 else np.uint32, copy=False)
-    planes = np.empty((nplanes, v.size), np.uint8)
-    for p in range(nplanes):
-        shift = 8 * (nplanes - 1 - p)
-        planes[p] = (v >> shift) & 0xFF
-    data = np.empty(nplanes * v.size, np.uint8)
-    offs = np.asarray(entry_offsets, np.int64)
-    for a, b in zip(offs[:-1].tolist(), offs[1:].tolist()):
-        data[nplanes * a : nplanes * b].reshape(nplanes, b - a)[...] = planes[:, a:b]
+    if values.size and nplanes < 4 and int(values.max()) >> (8 * nplanes):
+        raise CodecError(f"a value does not fit in {nplanes} byte planes")
+    offs = np.ascontiguousarray(entry_offsets, np.int64)
+    data = np.empty(nplanes * values.size, np.uint8)
+    _kernels().pack(values.astype(np.uint32, copy=False), offs, nplanes, data)
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(),
         len(offs) - 1,
@@ -41,7 +44,8 @@ def pack_rows(values: np.ndarray, entry_offsets: np.ndarray, nplanes: int) -> pa
     )
 
 
-def _blob_parts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def blob_parts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets int64 [rows+1], data uint8)`` of a binary column, without copying the data."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     if not pa.types.is_large_binary(array.type):
@@ -50,16 +54,12 @@ def _blob_parts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
         raise CodecError("a codec column holds nulls")
     _, off_buf, data_buf = array.buffers()
     offs = np.frombuffer(off_buf, np.int64)[array.offset : array.offset + len(array) + 1]
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    return offs, data
+    data = np.frombuffer(data_buf if data_buf is not None else b"", np.uint8)
+    return offs, data  # read-only either way: the kernels then compile one specialisation
 
 
-def unpack_rows(
-    array: pa.Array | pa.ChunkedArray, counts: np.ndarray, nplanes: int, dtype
-) -> np.ndarray:
-    """Inverse of :func:`pack_rows`: row r must hold ``counts[r]`` entries."""
-    offs, data = _blob_parts(array)
-    counts = np.asarray(counts, np.int64)
+def check_blobs(offs: np.ndarray, counts: np.ndarray, nplanes: int) -> None:
+    """Row r's blob must hold ``counts[r]`` entries of ``nplanes`` bytes (else: corrupt)."""
     if len(offs) != len(counts) + 1:
         raise CodecError(f"codec column has {len(offs) - 1} rows, expected {len(counts)}")
     sizes = np.diff(offs)
@@ -69,18 +69,15 @@ def unpack_rows(
             f"row {bad}: codec blob has {int(sizes[bad])} bytes, expected "
             f"{int(counts[bad]) * nplanes} ({int(counts[bad])} entries x {nplanes} planes)"
         )
+
+
+def unpack_rows(
+    array: pa.Array | pa.ChunkedArray, counts: np.ndarray, nplanes: int, dtype
+) -> np.ndarray:
+    """Inverse of :func:`pack_rows`: row r must hold ``counts[r]`` entries."""
+    offs, data = blob_parts(array)
+    counts = np.asarray(counts, np.int64)
+    check_blobs(offs, counts, nplanes)
     out = np.empty(int(counts.sum()), dtype)
-    e = 0
-    for a, m in zip(offs[:-1].tolist(), counts.tolist()):
-        block = data[a : a + nplanes * m].reshape(nplanes, m)
-        dst = out[e : e + m]
-        if nplanes == 1:
-            dst[...] = block[0]
-        else:
-            np.left_shift(block[0], 8, out=dst, dtype=dtype)
-            for p in range(1, nplanes):
-                if p > 1:
-                    np.left_shift(dst, 8, out=dst)
-                np.bitwise_or(dst, block[p], out=dst)
-        e += m
+    _kernels().unpack(data, np.ascontiguousarray(offs), counts, nplanes, out)
     return out

@@ -53,7 +53,9 @@ class LogQuantiser:
             )
         lut = self._inverse(-np.arange(NEG_INF_LEVEL + 1, dtype=np.float64) * self.step)
         lut[NEG_INF_LEVEL] = -np.inf
-        object.__setattr__(self, "_lut", lut.astype(np.float32))
+        lut = lut.astype(np.float32)
+        lut.flags.writeable = False
+        object.__setattr__(self, "_lut", lut)
 
     # -- the companding curve -----------------------------------------------------------------
     @property
@@ -95,13 +97,30 @@ class LogQuantiser:
     # -- quantise / dequantise ----------------------------------------------------------------
     def quantise(self, lp: np.ndarray) -> np.ndarray:
         """Log-probs -> uint16 levels (0 = log-prob 0; larger = less probable)."""
-        lp = np.asarray(lp, np.float64)
-        if np.isnan(lp).any():
+        from logitcache.codecs import kernels  # numba: imported on first use
+
+        lp = np.asarray(lp)
+        if lp.dtype not in (np.float32, np.float64):
+            lp = lp.astype(np.float64)
+        flat = np.ascontiguousarray(lp).reshape(-1)
+        out = np.empty(flat.shape, np.uint16)
+        nans = kernels.quantise(flat, self.step, self.knee, self.ratio, self.floor, out)
+        if nans:
             raise CodecError("log-probs contain NaN; check the teacher's logits (fp16 overflow?)")
+        return out.reshape(lp.shape)
+
+    def quantise_reference(self, lp: np.ndarray) -> np.ndarray:
+        """:meth:`quantise` in plain numpy: the spec's formula, kept to test the kernel."""
+        lp = np.asarray(lp, np.float64)
         finite = np.clip(lp, self.floor, 0.0)
         levels = np.rint(-self.forward(finite) / self.step)
         levels = np.clip(levels, 0, MAX_FINITE_LEVEL)
         return np.where(np.isneginf(lp), NEG_INF_LEVEL, levels).astype(np.uint16)
+
+    @property
+    def lut(self) -> np.ndarray:
+        """float32 ``[65536]``: the decoded log-prob of every level (read-only)."""
+        return self._lut
 
     def dequantise(self, levels: np.ndarray) -> np.ndarray:
         """uint16 levels -> float32 log-probs (one table lookup)."""
