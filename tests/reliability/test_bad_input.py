@@ -181,26 +181,36 @@ def test_k_larger_than_the_vocabulary(
 
 @pytest.mark.slow
 def test_single_10mb_document_is_packed_with_bounded_memory(teacher_dir, tmp_path):
-    """One 10 MB document becomes seq_len windows; peak RSS stays far below the input x model."""
+    """One 10 MB document becomes seq_len windows; it costs little more memory than a small one.
+
+    Peak RSS is compared with the same build over a 100 KB document, so the fixed cost of the
+    process (torch, the teacher, compiled codec kernels) does not blur what the size adds.
+    """
     from pydoc_data.topics import topics
 
     text = "\n\n".join(topics[k] for k in sorted(topics))
-    doc = (text * (10 * 2**20 // len(text) + 1))[: 10 * 2**20]
-    (tmp_path / "big.txt").write_text(doc)
-    out = str(tmp_path / "out")
-    args = cli_args(teacher_dir, str(tmp_path / "big.txt"), out)
-    args[args.index("--max-tokens") + 1] = "3000"
-    args[args.index("--unit-tokens") + 1] = "1000"
-    code = (
-        "import resource, sys; from logitcache.cli import main; rc = main(sys.argv[1:]); "
-        "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+
+    def build_peak_mib(size: int, name: str) -> tuple[float, str]:
+        (tmp_path / f"{name}.txt").write_text((text * (size // len(text) + 1))[:size])
+        out = str(tmp_path / f"out-{name}")
+        args = cli_args(teacher_dir, str(tmp_path / f"{name}.txt"), out)
+        args[args.index("--max-tokens") + 1] = "3000"
+        args[args.index("--unit-tokens") + 1] = "1000"
+        code = (
+            "import resource, sys; from logitcache.cli import main; rc = main(sys.argv[1:]); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=240
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.split("MAXRSS")[-1]) / 1024, out
+
+    small_mib, _ = build_peak_mib(100 * 2**10, "small")
+    big_mib, out = build_peak_mib(10 * 2**20, "big")
+    assert big_mib - small_mib < 512, (
+        f"peak RSS {big_mib:.0f} MiB for a 10 MB document vs {small_mib:.0f} MiB for 100 KB"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=240
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    maxrss_mib = int(proc.stdout.split("MAXRSS")[-1]) / 1024
-    assert maxrss_mib < 1024, f"peak RSS {maxrss_mib:.0f} MiB for a 10 MB document"
     m = open_cache(out).manifest
     assert m.num_tokens == 3000 and m.corpus["documents"] == 1
     lengths = [len(s["input_ids"]) for s in open_cache(out).iter_samples()]
