@@ -3,8 +3,11 @@
     python -m benchmarks.capture [--tokens 6144] [--seq-len 512] [--device cpu|cuda]
 
 1. Plan the rows once (pydoc topics paragraphs, ``--seq-len`` windows, ``--tokens`` cap).
-2. Bare forward: the teacher's ``bare_forward`` (``model(input_ids, attention_mask).logits`` and
-   nothing else) over exactly the batches the build forms, after a warm-up batch; load excluded.
+2. Bare forward: the teacher's ``bare_forward(chunked_head=True)`` (the backbone, then the
+   output layer in the scorer's position chunks, and nothing else) over exactly the batches the
+   build forms, after a warm-up batch; load excluded. It runs before and after the build and
+   the two are pooled, so a change of machine load biases neither side. A plain
+   ``model(...).logits`` forward (which materialises [B, T, V] logits) is reported beside it.
 3. Full build on local Ray (1 teacher actor, encode tasks beside it): tokens/s of the pipeline
    (from the teacher actor being ready to the last commit: scoring, encoding, writing and
    committing; Ray start-up and the teacher load, paid once per build, are reported apart)
@@ -37,8 +40,8 @@ def _write_corpus(path: str) -> None:
                     fh.write(json.dumps({"text": para.strip()}) + "\n")
 
 
-def bare_forward(cfg, units) -> dict:
-    """Tokens/s of ``model(ids, mask).logits`` alone over the build's own batches."""
+def load_bare(cfg, units):
+    """The teacher, loaded once, and the build's own batches of token ids."""
     from logitcache.capture.build import teacher_config
     from logitcache.capture.stages import token_batches
     from logitcache.teachers import load_teacher
@@ -52,8 +55,15 @@ def bare_forward(cfg, units) -> dict:
             for idx in token_batches([len(r) for r in rows], cfg.batch_tokens)
         ]
     teacher.bare_forward(batches[0])  # warm-up
+    return teacher, batches
+
+
+def bare_forward(teacher, batches, chunked_head: bool = True) -> dict:
+    """Tokens/s of the teacher's forward alone over the build's own batches: with the output
+    layer applied in the scorer's position chunks (the capture overhead reference), or as
+    plain ``model(ids, mask).logits``."""
     t0 = time.perf_counter()
-    tokens = sum(teacher.bare_forward(b) for b in batches)
+    tokens = sum(teacher.bare_forward(b, chunked_head=chunked_head) for b in batches)
     elapsed = time.perf_counter() - t0
     return {
         "tokens": tokens,
@@ -102,11 +112,24 @@ def main(argv: list[str] | None = None) -> int:
             progress="log",
         )
         plan = plan_build(cfg, load_tokenizer(teacher_config(cfg)))
-        bare = bare_forward(cfg, plan.units)
-        log.info("bare forward: %s", bare)
+        # The bare forward runs before AND after the build and the two are pooled, so a
+        # machine whose load changes during the run biases neither side.
+        teacher, batches = load_bare(cfg, plan.units)
+        before = bare_forward(teacher, batches)
+        log.info("bare forward (before the build): %s", before)
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         manifest = build_cache(cfg)
         wall = time.perf_counter() - t0
+        after = bare_forward(teacher, batches)
+        log.info("bare forward (after the build): %s", after)
+        plain = bare_forward(teacher, batches, chunked_head=False)
+        log.info("plain model(...).logits forward: %s", plain)
+        bare = {
+            "tokens_per_s": round(
+                (before["tokens"] + after["tokens"]) / (before["seconds"] + after["seconds"]), 1
+            )
+        }
     run = manifest.stats["run"]
     steady = run["pipeline_tokens_per_s"]
     ratio = steady / bare["tokens_per_s"]
@@ -121,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         "top_k": args.top_k,
         "units": len(manifest.shards),
         "bare_tokens_per_s": bare["tokens_per_s"],
+        "bare_tokens_per_s_before_after": [before["tokens_per_s"], after["tokens_per_s"]],
+        "plain_logits_forward_tokens_per_s": plain["tokens_per_s"],
+        "build_vs_plain_logits_forward": round(steady / plain["tokens_per_s"], 3),
+        "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "build_pipeline_tokens_per_s": steady,
         "build_end_to_end_tokens_per_s": round(manifest.num_tokens / wall, 1),
         "build_wall_s": round(wall, 2),
@@ -129,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             w["tokens_per_s"] for w in manifest.stats["workers"].values()
         ],
         "bytes_per_token": manifest.stats.get("bytes_per_token"),
-        "codec": manifest.codec["spec"],
+        "codec": manifest.codec["spec"].split(",ranks=")[0],
         "targets": {
             "build_vs_bare_forward": {
                 "value": round(ratio, 3),

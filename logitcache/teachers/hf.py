@@ -327,13 +327,27 @@ class HFTeacher:
         return out
 
     @torch.inference_mode()
-    def bare_forward(self, input_ids: Sequence[np.ndarray]) -> int:
-        """Plain ``model(ids, mask).logits`` on the same batches as :meth:`score`, nothing
-        else: the throughput reference for capture. Returns the number of real tokens."""
+    def bare_forward(self, input_ids: Sequence[np.ndarray], *, chunked_head: bool = False) -> int:
+        """The throughput reference for capture, on the same batches as :meth:`score`.
+
+        Default: plain ``model(ids, mask).logits``. ``chunked_head=True``: the same forward as
+        :meth:`score` (backbone, then the output layer per row in position chunks) without
+        any post-processing, so the difference to :meth:`score` is exactly what capture adds.
+        Returns the number of real tokens."""
         rows = self._check_rows(input_ids)
         for group in self._groups([len(r) for r in rows]):
-            ids, mask = self._pad([rows[i] for i in group])
-            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            if logits.device.type == "cuda":
-                torch.cuda.synchronize(logits.device)
+            group_rows = [rows[i] for i in group]
+            if chunked_head:
+                states, is_hidden = self._hidden_or_logits(group_rows)
+                for j, r in enumerate(group_rows):
+                    row = states[j, : len(r)]
+                    for start in range(0, row.shape[0], self.chunk_positions):
+                        chunk = row[start : start + self.chunk_positions]
+                        logits = self.model.get_output_embeddings()(chunk) if is_hidden else chunk
+                last = logits
+            else:
+                ids, mask = self._pad(group_rows)
+                last = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            if last.device.type == "cuda":
+                torch.cuda.synchronize(last.device)
         return int(sum(len(r) for r in rows))

@@ -77,6 +77,7 @@ def test_forward_groups_and_full_logits_path_agree(tiny_llama_dir, teacher, rows
     for row, lp in zip(rows, dense_rows):
         np.testing.assert_allclose(lp.numpy(), dense(teacher, row), atol=2e-5)
     assert small.bare_forward(rows) == sum(len(r) for r in rows)
+    assert small.bare_forward(rows, chunked_head=True) == sum(len(r) for r in rows)
 
 
 def test_sampled_draws(teacher, rows):
