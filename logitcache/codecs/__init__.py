@@ -1,6 +1,6 @@
 """Codec registry, keyed by name. A spec string ``name:key=value,...`` builds a codec.
 
-The default, ``lc1``, was chosen by measurement (docs/_bench_storage.md): 3.6x smaller than
+The default, ``lc1``, was chosen by measurement (docs/benchmarks.md): 3.6x smaller than
 ``raw`` at k=64 with <= 1e-3 nat of KL added, and it decodes at millions of tokens/s; ``raw`` is
 the lossless reference. Without a calibrated rank table (``Codec.calibrate``) lc1 uses ranks=id,
 which is valid everywhere and ~25% larger on ids.

@@ -1,7 +1,7 @@
 """``lc1``: the compact codec. Per position it keeps the top-k as (rank-coded id, quantised
 log-prob) pairs, the tail mass, and the sampled draws, as byte planes that Parquet's zstd packs.
 
-Why this shape (measured on SmolLM2-135M over pydoc text, docs/_bench_storage.md):
+Why this shape (measured on SmolLM2-135M over pydoc text, docs/benchmarks.md):
 
 * Log-probs are quantised with a companding curve (:mod:`logitcache.codecs.quant`) and stored
   as level deltas in probability order: non-negative, mostly 0-2, about 1-2 bits each after
