@@ -17,8 +17,9 @@ from typing import Any
 from logitcache.capture.calibrate import calibrate_codec, calibration_rows
 from logitcache.capture.progress import Progress
 from logitcache.capture.runners import ensure_ray, run_local, run_ray
+from logitcache.catalog.build import open_build_target
 from logitcache.codecs import CodecContext, get_codec
-from logitcache.format import CacheWriter, Manifest, read_manifest
+from logitcache.format import Manifest, read_manifest
 from logitcache.generate.config import GenerateConfig
 from logitcache.generate.prompts import plan_prompts
 from logitcache.generate.stages import GenerateActor, GenerateScorer
@@ -74,6 +75,7 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
     tokenizer = load_tokenizer(tcfg)
     plan = plan_prompts(cfg, tokenizer)
     started_ray = cfg.use_ray and ensure_ray(cfg.ray_address, cfg.workers)
+    target = None
     try:
         scorer = None
         if not cfg.use_ray:
@@ -97,8 +99,10 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
             corpus=plan.corpus_section(cfg),
             extra={**cfg.extra, "generation": cfg.capture_section()["generation"]},
         )
-        writer = CacheWriter.open(cfg.out, header, cfg.storage_options)
-        writer.cleanup_orphans()
+        # One writer at a time: the cache's write lease, as for `build` (orphan cleanup is
+        # only safe under it).
+        target = open_build_target(cfg.out, header, cfg.storage_options)
+        writer = target.open_writer(header)
         done = writer.committed_units
         todo = [u for u in plan.units if u.name not in done]
         if len(todo) < len(plan.units):
@@ -142,6 +146,8 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
             progress.close()
         manifest = writer.finish(_stats(cfg, progress, plan, len(todo), teacher_s, t_start))
     finally:
+        if target is not None:
+            target.release()
         if started_ray:
             import ray
 
