@@ -31,7 +31,7 @@ from logitcache.train.metrics import read_metrics
 log = logging.getLogger("logitcache.demo")
 
 TOKENS = int(os.environ.get("LOGITCACHE_DEMO_TOKENS", "16384"))
-STEPS = int(os.environ.get("LOGITCACHE_DEMO_STEPS", "100"))
+STEPS = int(os.environ.get("LOGITCACHE_DEMO_STEPS", "60"))
 
 
 def write_corpus(path: Path) -> Path:
