@@ -161,3 +161,22 @@ def smollm2_gguf():
         return locate_smollm2()
     except TeacherError as exc:
         pytest.skip(f"real SmolLM2 teacher unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tiny_llama_dir):
+    """The shared tiny random Llama, as a --teacher string."""
+    return str(tiny_llama_dir)
+
+
+@pytest.fixture(scope="session")
+def pydoc_jsonl(tmp_path_factory):
+    """Python's documentation topics as one JSONL corpus (a real, many-document corpus)."""
+    import json
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("corpus") / "pydoc.jsonl"
+    with open(path, "w") as fh:
+        for key in sorted(topics):
+            fh.write(json.dumps({"id": key, "text": topics[key]}) + "\n")
+    return str(path)

@@ -1,28 +1,11 @@
-"""Capture fixtures: a tiny teacher, a small pydoc corpus, and one local Ray for the session."""
+"""Capture fixtures: many-document corpora and one local Ray for the session (the tiny teacher
+and the pydoc corpus are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def teacher_dir(tiny_llama_dir):
-    """The shared tiny random Llama (tests/conftest.py), as a --teacher string."""
-    return str(tiny_llama_dir)
-
-
-@pytest.fixture(scope="session")
-def pydoc_jsonl(tmp_path_factory):
-    """Python's documentation topics as one JSONL corpus (a real, many-document corpus)."""
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("corpus") / "pydoc.jsonl"
-    with open(path, "w") as fh:
-        for key in sorted(topics):
-            fh.write(json.dumps({"id": key, "text": topics[key]}) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="session")

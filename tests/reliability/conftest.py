@@ -14,20 +14,9 @@ from rel_helpers import build_kwargs
 
 
 @pytest.fixture(scope="session")
-def teacher_dir(tiny_llama_dir):
-    return str(tiny_llama_dir)
-
-
-@pytest.fixture(scope="session")
-def corpus_jsonl(tmp_path_factory):
-    """Python documentation topics as JSONL (one document per topic)."""
-    from pydoc_data.topics import topics
-
-    path = tmp_path_factory.mktemp("corpus") / "pydoc.jsonl"
-    with open(path, "w") as fh:
-        for key in sorted(topics):
-            fh.write(json.dumps({"id": key, "text": topics[key]}) + "\n")
-    return str(path)
+def corpus_jsonl(pydoc_jsonl):
+    """Python documentation topics as JSONL (one document per topic; tests/conftest.py)."""
+    return pydoc_jsonl
 
 
 @pytest.fixture
