@@ -42,7 +42,7 @@ def _write_corpus(path: str) -> None:
 
 def load_bare(cfg, units):
     """The teacher, loaded once, and the build's own batches of token ids."""
-    from logitcache.capture.build import teacher_config
+    from logitcache.capture.corpus_job import teacher_config
     from logitcache.capture.stages import token_batches
     from logitcache.teachers import load_teacher
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from logitcache.capture import CaptureConfig, build_cache
-    from logitcache.capture.build import teacher_config
+    from logitcache.capture.corpus_job import teacher_config
     from logitcache.capture.plan import plan_build
     from logitcache.teachers import load_tokenizer
 

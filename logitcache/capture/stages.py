@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -137,6 +137,47 @@ class Scorer:
         return pack_rows(self.score_rows(unpack_rows(blob)))
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScoreStage:
+    """Picklable recipe for the scorer of one teacher worker, so an executor can build it in
+    this process or inside a Ray actor.
+
+    ``factory`` is :class:`Scorer` for ``build``; ``generate`` passes its own scorer class,
+    which takes the same arguments plus ``options`` (e.g. its generation parameters).
+    """
+
+    teacher: Any  # TeacherConfig
+    top_k: int
+    rs_samples: int
+    batch_tokens: int
+    threads: int | None = None
+    factory: type = Scorer
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, *, threads: int | None = None, teacher: Any = None):
+        """The scorer; ``threads`` overrides the stage's torch threads (an executor's share)."""
+        return self.factory(
+            self.teacher,
+            top_k=self.top_k,
+            rs_samples=self.rs_samples,
+            batch_tokens=self.batch_tokens,
+            threads=threads if threads is not None else self.threads,
+            teacher=teacher,
+            **self.options,
+        )
+
+    def labels_only(self) -> ScoreStage:
+        """The plain soft-label scorer of this stage's teacher (codec calibration needs no
+        generation: it scores rows as they are)."""
+        return ScoreStage(
+            teacher=self.teacher,
+            top_k=self.top_k,
+            rs_samples=self.rs_samples,
+            batch_tokens=self.batch_tokens,
+            threads=self.threads,
+        )
+
+
 # -- encode + write ----------------------------------------------------------------------------
 def write_unit(
     store: Store, unit: str, samples: list[dict[str, Any]], codec_spec: str, ctx: CodecContext
@@ -151,3 +192,18 @@ def write_blob(store: Store, unit: str, blob: bytes, codec_spec: str, ctx: Codec
     """:func:`write_unit` on a transport blob; returns the ShardInfo as JSON (Ray-friendly)."""
     info = write_unit(store, unit, unpack_rows(blob), codec_spec, ctx)
     return json.dumps({**asdict(info), "pid": os.getpid()})
+
+
+@dataclass(frozen=True)
+class WriteStage:
+    """Picklable recipe of the encode + write stage: where shards go and how they are coded."""
+
+    store: Store
+    codec_spec: str
+    ctx: CodecContext
+
+    def write(self, unit: str, samples: list[dict[str, Any]]) -> ShardInfo:
+        return write_unit(self.store, unit, samples, self.codec_spec, self.ctx)
+
+    def write_blob(self, unit: str, blob: bytes) -> str:
+        return write_blob(self.store, unit, blob, self.codec_spec, self.ctx)

@@ -1,8 +1,9 @@
 """The generate stage: prompt rows -> teacher responses -> scored prompt+response rows.
 
-:class:`GenerateScorer` has the interface of capture's :class:`~logitcache.capture.stages.Scorer`
-(``score_rows``, ``score_blob``, ``busy_s``, ``ready_at``), so capture's local loop, Ray actor
-pool, encode and commit stages run a generation unchanged.
+:class:`GenerateScorer` takes the arguments of capture's :class:`~logitcache.capture.stages.Scorer`
+and has its interface (``score_rows``, ``score_blob``, ``teacher``, ``busy_s``, ``ready_at``),
+so a :class:`~logitcache.capture.stages.ScoreStage` naming it runs a generation on either
+executor, with capture's encode and commit stages, unchanged.
 
 Soft labels come from a *scoring pass*: after a batch of responses is written, the full
 prompt+response rows go through ``Teacher.score`` (the code path of ``logitcache build``). That
@@ -20,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from logitcache.capture.runners import TeacherActor
 from logitcache.capture.stages import Scorer, token_batches
 from logitcache.capture.transport import pack_rows, unpack_rows
 from logitcache.generate.config import GenerationParams
@@ -104,22 +104,3 @@ class GenerateScorer:
 
     def score_blob(self, blob: bytes) -> bytes:
         return pack_rows(self.score_rows(unpack_rows(blob)))
-
-
-class GenerateActor(TeacherActor):
-    """Ray actor pool member: capture's :class:`TeacherActor` with a generating scorer."""
-
-    def __init__(
-        self, teacher_config, top_k, rs_samples, batch_tokens, threads=None, *, generation
-    ):
-        import os
-
-        self.scorer = GenerateScorer(
-            teacher_config,
-            generation=generation,
-            top_k=top_k,
-            rs_samples=rs_samples,
-            batch_tokens=batch_tokens,
-            threads=threads,
-        )
-        self.worker = f"{os.uname().nodename}-{os.getpid()}"

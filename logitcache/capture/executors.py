@@ -1,0 +1,333 @@
+"""Executors: where the capture stages run. Chosen once per run; they only schedule.
+
+The driver (:mod:`logitcache.capture.driver`) owns the plan, the lease and the commits. An
+executor offers three operations over picklable stage specs
+(:class:`~logitcache.capture.stages.ScoreStage`, :class:`~logitcache.capture.stages.WriteStage`):
+
+- :meth:`~Executor.tokenize_map`: documents -> token ids (the plan's heavy part);
+- :meth:`~Executor.calibrate`: score a few rows for the codec's fitted tables;
+- :meth:`~Executor.score_and_write`: score every unit and write its shard, yielding
+  ``(ShardInfo, meta)`` as each shard becomes durable (the driver commits it at once).
+
+:class:`LocalExecutor` runs them in this process, one after the other (simple, no overlap).
+:class:`RayExecutor` runs ``from_items(units) -> map_batches(TeacherActor, N actors,
+num_gpus=1 | num_cpus=1) -> map_batches(write, CPU tasks)`` as a Ray Data pipeline, streamed
+back with ``iter_rows``; Ray Data overlaps the encoder tasks with the teacher actors and each
+actor loads the teacher once. The stage code is the same in both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from logitcache.capture.plan import TokenizeMap, local_tokenize_map
+from logitcache.capture.stages import Scorer, ScoreStage, WriteStage, tokenize_blob
+from logitcache.capture.transport import pack_rows
+from logitcache.corpus import Unit
+from logitcache.format import ShardInfo
+
+log = logging.getLogger(__name__)
+ACTOR_START_TIMEOUT_S = 1800
+
+Results = Iterator[tuple[ShardInfo, dict[str, Any]]]
+
+
+def unit_rows(unit: Unit) -> list[dict[str, Any]]:
+    return [
+        {"sample_id": r.sample_id, "input_ids": r.input_ids, "loss_mask": r.loss_mask}
+        for r in unit.rows
+    ]
+
+
+def _ids_only(samples: list[dict]) -> list[dict]:
+    """What calibration needs from scored rows: the ids (not the log-probs)."""
+    keep = ("topk_ids", "rs_ids", "rs_counts")
+    return [{k: s[k] for k in keep if k in s} for s in samples]
+
+
+class Executor:
+    """Schedules the capture stages. Use as a context manager: it owns its runtime."""
+
+    name = "base"
+    uses_ray = False
+
+    def __init__(self, *, workers: int = 1, device: str = "auto", threads: int | None = None):
+        self.workers = workers
+        self.device = device
+        self.threads = threads
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def tokenize_map(self, tokenizer) -> TokenizeMap:
+        raise NotImplementedError
+
+    def identify(self, stage: ScoreStage) -> tuple[dict[str, Any], int]:
+        """Teacher identity and logits width, without loading weights where the backend can."""
+        from logitcache.teachers import describe_teacher
+
+        ident = describe_teacher(stage.teacher)
+        return dict(ident["identity"]), int(ident["vocab_size"])
+
+    def calibrate(self, stage: ScoreStage, rows: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def score_and_write(
+        self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
+    ) -> Results:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """Every stage in this process; the scorer (and its teacher) is loaded once and reused."""
+
+    name = "local"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._loaded: tuple[ScoreStage, Any] | None = None
+
+    def scorer(self, stage: ScoreStage):
+        """The stage's scorer, built on first use and kept (one teacher load per run)."""
+        if self._loaded is None or self._loaded[0] != stage:
+            self._loaded = (stage, stage.build())
+        return self._loaded[1]
+
+    def tokenize_map(self, tokenizer) -> TokenizeMap:
+        return local_tokenize_map(tokenizer)
+
+    def identify(self, stage: ScoreStage) -> tuple[dict[str, Any], int]:
+        # The teacher is needed here anyway: load it now, read identity from the loaded model.
+        teacher = self.scorer(stage).teacher
+        return dict(teacher.identity), int(teacher.vocab_size)
+
+    def calibrate(self, stage: ScoreStage, rows: list[dict]) -> list[dict]:
+        teacher = self.scorer(stage).teacher
+        return _ids_only(stage.labels_only().build(teacher=teacher).score_rows(rows))
+
+    def score_and_write(
+        self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
+    ) -> Results:
+        scorer = self.scorer(stage)
+        for unit in units:
+            before = scorer.busy_s
+            info = write.write(unit.name, scorer.score_rows(unit_rows(unit)))
+            meta = {
+                "worker": f"local-{os.getpid()}",
+                "teacher_s": scorer.busy_s - before,
+                "ready_at": scorer.ready_at,
+            }
+            yield info, meta
+
+
+# -- Ray ---------------------------------------------------------------------------------------
+class TeacherActor:
+    """Ray Data callable class: builds the stage's scorer once, scores one unit per call."""
+
+    def __init__(self, stage: ScoreStage, threads: int | None = None):
+        self.scorer = stage.build(threads=threads)
+        self.worker = f"{os.uname().nodename}-{os.getpid()}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        units, blobs, secs = [], [], []
+        for unit, blob in zip(batch["unit"], batch["rows"]):
+            before = self.scorer.busy_s
+            blobs.append(self.scorer.score_blob(bytes(blob)))
+            units.append(str(unit))
+            secs.append(self.scorer.busy_s - before)
+        return {
+            "unit": np.array(units),
+            "samples": np.array(blobs, dtype=object),
+            "teacher_s": np.array(secs, dtype=np.float64),
+            "worker": np.array([self.worker] * len(units)),
+            "ready_at": np.array([self.scorer.ready_at] * len(units), dtype=np.float64),
+        }
+
+
+def _write_batch(batch: dict[str, np.ndarray], *, write: WriteStage) -> dict[str, Any]:
+    return {
+        "shard": np.array(
+            [write.write_blob(str(u), bytes(b)) for u, b in zip(batch["unit"], batch["samples"])]
+        ),
+        "teacher_s": batch["teacher_s"],
+        "worker": batch["worker"],
+        "ready_at": batch["ready_at"],
+    }
+
+
+def _calibrate_remote(stage: ScoreStage, rows: list[dict], threads: int | None) -> list[dict]:
+    return _ids_only(stage.build(threads=threads).score_rows(rows))
+
+
+class RayExecutor(Executor):
+    """The stages on a Ray cluster (``address``, else RAY_ADDRESS, else a local runtime)."""
+
+    name = "ray"
+    uses_ray = True
+
+    def __init__(self, *, address: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.address = address
+        self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        self._started = ensure_ray(self.address, self.workers)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def tokenize_map(self, tokenizer, max_in_flight: int = 4) -> TokenizeMap:
+        """Ordered tokenisation in Ray CPU tasks, at most ``max_in_flight`` chunks ahead."""
+        import ray
+
+        task = ray.remote(num_cpus=1)(tokenize_blob)
+        tok_ref = ray.put(tokenizer)
+
+        def run(jobs: Iterable[str]) -> Iterator[bytes]:
+            pending: deque = deque()
+            for job in jobs:
+                pending.append(task.remote(tok_ref, job))
+                if len(pending) >= max_in_flight:
+                    yield ray.get(pending.popleft())
+            while pending:
+                yield ray.get(pending.popleft())
+
+        return run
+
+    def teacher_resources(self) -> tuple[dict[str, Any], int | None]:
+        """Ray resources of one teacher worker and its torch thread count.
+
+        One GPU each when the cluster has GPUs (and the device allows), else one CPU each.
+        """
+        import ray
+
+        gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
+        if gpus >= 1:
+            return {"num_gpus": 1}, self.threads
+        # Ray pins OMP threads to num_cpus=1; give each CPU actor its share of the cores.
+        return {"num_cpus": 1}, self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    def calibrate(self, stage: ScoreStage, rows: list[dict]) -> list[dict]:
+        """One Ray task on a teacher worker's resources scores the calibration rows."""
+        import ray
+
+        resources, threads = self.teacher_resources()
+        task = ray.remote(_calibrate_remote).options(**resources)
+        return ray.get(task.remote(stage.labels_only(), rows, threads))
+
+    def score_and_write(
+        self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
+    ) -> Results:
+        import ray
+        import ray.data
+
+        if not units:
+            return
+        data_ctx = ray.data.DataContext.get_current()
+        data_ctx.enable_progress_bars = False  # our own bar/log lines report progress
+        data_ctx.execution_options.preserve_order = False  # commit in completion order
+        # Start scoring once every teacher actor has loaded, so work spreads over all of them;
+        # a cluster that cannot host the actors fails after this long instead of waiting forever.
+        data_ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+        resources, threads = self.teacher_resources()
+        items = [{"unit": u.name, "rows": pack_rows(unit_rows(u))} for u in units]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(
+            TeacherActor,
+            fn_constructor_kwargs={"stage": stage, "threads": threads},
+            batch_size=1,
+            batch_format="numpy",
+            # Two units queued per actor: the next unit is at hand when one ends, and no actor
+            # hoards the queue while others idle.
+            compute=ray.data.ActorPoolStrategy(size=self.workers, max_tasks_in_flight_per_actor=2),
+            **resources,
+        )
+        ds = ds.map_batches(
+            _write_batch,
+            fn_kwargs={"write": write},
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=1,
+        )
+        log.info(
+            "Ray pipeline: %d unit(s) over %d teacher actor(s) (%s each)",
+            len(units),
+            self.workers,
+            resources,
+        )
+        for row in ds.iter_rows():
+            d = json.loads(row["shard"])
+            meta = {
+                "worker": str(row["worker"]),
+                "teacher_s": float(row["teacher_s"]),
+                "ready_at": float(row["ready_at"]),
+                "writer_pid": d.pop("pid"),
+            }
+            yield ShardInfo(**d), meta
+
+
+def ensure_ray(address: str | None, workers: int) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a quiet local Ray; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, logging_level=logging.WARNING)
+        log.info("connected to Ray cluster at %s", address or os.environ["RAY_ADDRESS"])
+        return True
+    # Logical CPUs: one per teacher actor plus room for tokenize/encode tasks. Torch threads
+    # are set by the actor itself, so this does not oversubscribe cores.
+    num_cpus = max(os.cpu_count() or 1, workers + 2)
+    ray.init(
+        address="local",  # a fresh runtime, even if `ray start` left one on this machine
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    log.info("started a local Ray runtime (%d logical CPUs)", num_cpus)
+    return True
+
+
+def make_executor(
+    *,
+    use_ray: bool,
+    workers: int = 1,
+    device: str = "auto",
+    threads: int | None = None,
+    ray_address: str | None = None,
+) -> Executor:
+    """The one place a run chooses between in-process and Ray scheduling."""
+    if use_ray:
+        return RayExecutor(address=ray_address, workers=workers, device=device, threads=threads)
+    return LocalExecutor(workers=workers, device=device, threads=threads)
+
+
+__all__ = [
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "Scorer",
+    "TeacherActor",
+    "ensure_ray",
+    "make_executor",
+    "unit_rows",
+]

@@ -1,0 +1,74 @@
+"""``generate_dataset``: prompts -> teacher responses + soft labels -> cache, resumably.
+
+Only what is particular to ``generate`` is here: its units are groups of prompts with all
+their samples (:mod:`.prompts`), its scorer writes responses before scoring them
+(:mod:`.stages`), and its generation parameters join the manifest. The write path is the
+shared driver of ``build`` (:mod:`logitcache.capture.driver`): the same lease, codec handling,
+exactly-once commits and statistics. Each (prompt, sample index) belongs to exactly one unit
+and samples are seeded by (--seed, sample id), so a re-run after an interruption produces
+every sample exactly once and equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from logitcache.capture.corpus_job import teacher_config
+from logitcache.capture.driver import WriteJob, run_write_job
+from logitcache.capture.executors import make_executor
+from logitcache.capture.stages import ScoreStage
+from logitcache.format import Manifest
+from logitcache.generate.config import GenerateConfig
+from logitcache.generate.prompts import plan_prompts
+from logitcache.generate.stages import GenerateScorer
+
+log = logging.getLogger(__name__)
+
+
+def generate_dataset(cfg: GenerateConfig) -> Manifest:
+    """Generate (or finish generating) the dataset cache ``cfg.out``; return its manifest."""
+    from logitcache.teachers import load_tokenizer
+
+    t_start = time.perf_counter()
+    tcfg = teacher_config(cfg)
+    tokenizer = load_tokenizer(tcfg)
+    plan = plan_prompts(cfg, tokenizer)
+    capture = cfg.capture_section()
+    job = WriteJob(
+        kind="dataset",
+        units=plan.units,
+        score=ScoreStage(
+            teacher=tcfg,
+            top_k=cfg.top_k,
+            rs_samples=cfg.rs_samples,
+            batch_tokens=cfg.batch_tokens,
+            threads=cfg.threads,
+            factory=GenerateScorer,
+            options={"generation": cfg.generation.as_dict()},
+        ),
+        tokenizer=tokenizer,
+        capture=capture,
+        corpus=plan.corpus_section(cfg),
+        extra={**cfg.extra, "generation": capture["generation"]},
+        codec=cfg.codec,
+        out=cfg.out,
+        storage_options=cfg.storage_options,
+        progress=cfg.progress,
+        log_interval_s=cfg.log_interval_s,
+        new_tokens_per_row=cfg.generation.max_new_tokens,
+    )
+    executor = make_executor(
+        use_ray=cfg.use_ray,
+        workers=cfg.workers,
+        device=cfg.device,
+        threads=cfg.threads,
+        ray_address=cfg.ray_address,
+    )
+    with executor:
+        manifest = run_write_job(job, executor, t_start=t_start)
+    if cfg.export_jsonl:
+        from logitcache.generate.export import export_jsonl
+
+        export_jsonl(cfg.out, cfg.export_jsonl, storage_options=cfg.storage_options)
+    return manifest
