@@ -47,7 +47,9 @@ def _teacher_probs(topk_logprobs, tail_logmass, temperature, vocab_size):
     if vocab_size is not None and k >= vocab_size:
         logp = teacher_buckets(topk_logprobs, None, temperature=temperature)
         return torch.cat([logp, torch.full_like(logp[..., :1], float("-inf"))], dim=-1)
-    return teacher_buckets(topk_logprobs, tail_logmass, temperature=temperature, vocab_size=vocab_size)
+    return teacher_buckets(
+        topk_logprobs, tail_logmass, temperature=temperature, vocab_size=vocab_size
+    )
 
 
 def _with_sink(z: torch.Tensor) -> torch.Tensor:
@@ -161,7 +163,9 @@ def _chunked(fn: Callable, chunk_size: int | None, n: int, *tensors) -> list[tor
     if chunk_size is None or n <= chunk_size:
         return list(fn(*tensors))
     outs: list[list[torch.Tensor]] = []
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors if t.is_floating_point())
+    grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in tensors if t.is_floating_point()
+    )
     for start in range(0, n, chunk_size):
         args = [t[start : start + chunk_size] for t in tensors]
         outs.append(list(checkpoint(fn, *args, use_reentrant=False) if grad else fn(*args)))
