@@ -110,7 +110,7 @@ def test_row_cut_inside_a_character_leaves_the_partial_bytes_uncovered(teacher_t
     cut = ids[1:-1]  # a packed window starting and ending inside a character
     row = retok.align(cut, np.ones(len(cut), bool))
     assert student.decode(row.input_ids.tolist()) == " done "
-    assert int(row.piece_bytes.sum()) == len(" done ".encode())
+    assert int(row.piece_bytes.sum()) == len(b" done ")
 
 
 def test_special_tokens_map_by_role_unmapped_ones_break_alignment(teacher_tok, student_toks):
@@ -149,7 +149,7 @@ def test_loss_mask_carries_over_by_text(teacher_tok, student_toks):
     mask[len(prompt) - 1 : -1] = True  # positions predicting answer tokens
     row = retok.align(ids, mask)
     text_before = np.cumsum(row.piece_bytes) - row.piece_bytes  # byte start of each token
-    prompt_bytes = len("question: what is   it?\n".encode())
+    prompt_bytes = len(b"question: what is   it?\n")
     np.testing.assert_array_equal(row.targets, text_before >= prompt_bytes)
     kd = row.teacher_pos[row.teacher_pos >= 0]
     assert mask[kd].all() and len(kd) > 0
