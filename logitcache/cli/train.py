@@ -1,5 +1,5 @@
 """``logitcache train --cache CACHE --student tiny|small|PATH --out DIR [--loss ...]
-[--steps N | --epochs N] [--resume]``; under torchrun, every rank runs this same command."""
+[--cross-tokenizer uld|gold] [--steps N | --epochs N] [--resume]``; under torchrun, every rank runs this same command."""
 
 from __future__ import annotations
 
@@ -24,7 +24,25 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "--loss", default="kl_tail", choices=LOSS_CHOICES, help="KD loss (default kl_tail)"
     )
     p.add_argument("--temperature", type=float, default=1.0, help="KD temperature (T^2-scaled)")
-    p.add_argument("--alpha", type=float, default=0.0, help="weight of hard-label cross-entropy")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="weight of hard-label cross-entropy (default 0; 0.5 with --cross-tokenizer)",
+    )
+    p.add_argument(
+        "--cross-tokenizer",
+        default=None,
+        choices=("uld", "gold"),
+        help="the student (--student DIR) has its own tokenizer: ULD or GOLD-hybrid KD on "
+        "aligned positions plus its own CE (docs/cross-tokenizer.md)",
+    )
+    p.add_argument(
+        "--teacher-tokenizer",
+        default=None,
+        metavar="PATH",
+        help="tokenizer that spells the cached ids (default: the manifest's teacher)",
+    )
     p.add_argument("--beta", type=float, default=0.5, help="JSD mixture weight (--loss jsd)")
     p.add_argument(
         "--loss-chunk",
@@ -77,7 +95,7 @@ def config_from_args(args: argparse.Namespace):
         loss=LossConfig(
             kind=args.loss,
             temperature=args.temperature,
-            alpha=args.alpha,
+            alpha=args.alpha if args.alpha is not None else (0.5 if args.cross_tokenizer else 0.0),
             beta=args.beta,
             chunk_size=args.loss_chunk,
         ),
@@ -99,6 +117,8 @@ def config_from_args(args: argparse.Namespace):
         device=args.device,
         num_workers=args.num_workers,
         storage_options=args.storage_options,
+        cross_tokenizer=args.cross_tokenizer,
+        teacher_tokenizer=args.teacher_tokenizer,
     )
 
 

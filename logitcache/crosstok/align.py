@@ -51,6 +51,15 @@ class Aligned:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def crop(self, n: int) -> Aligned:
+        """The first ``n`` student tokens (the last kept position loses its KD target: its
+        next token is gone)."""
+        if len(self) <= n:
+            return self
+        pos = self.teacher_pos[:n].copy()
+        pos[-1] = -1
+        return Aligned(self.input_ids[:n], self.targets[:n], pos, self.piece_bytes[:n])
+
 
 def _utf8_core(data: bytes) -> tuple[int, int]:
     """``(lo, hi)``: ``data[lo:hi]`` drops continuation bytes at the start and an unfinished

@@ -36,8 +36,18 @@ from logitcache.errors import ConfigError
 class CrossTokenizerCollate:
     """Collate cached samples into student-side batches (picklable for DataLoader workers)."""
 
-    def __init__(self, retokenizer: Retokenizer, *, pad_id: int | None = None, vocab_map=False):
+    def __init__(
+        self,
+        retokenizer: Retokenizer,
+        *,
+        pad_id: int | None = None,
+        vocab_map: bool = False,
+        max_len: int | None = None,
+    ):
+        """``vocab_map`` adds ``topk_student_ids`` (GOLD); ``max_len`` crops student rows (a
+        finer student tokenizer makes rows longer than the cache's, in tokens)."""
         self.retokenizer = retokenizer
+        self.max_len = max_len
         student = retokenizer.student
         pad = pad_id if pad_id is not None else student.pad_token_id
         self.pad_id = int(pad if pad is not None else (student.eos_token_id or 0))
@@ -55,6 +65,8 @@ class CrossTokenizerCollate:
                 "--loss rs_kd."
             )
         rows = [self.retokenizer.align(s["input_ids"], s["loss_mask"]) for s in samples]
+        if self.max_len is not None:
+            rows = [r.crop(self.max_len) for r in rows]
         b, s_max = len(rows), max(1, max(len(r) for r in rows))
         input_ids = np.full((b, s_max), self.pad_id, np.int64)
         attention = np.zeros((b, s_max), bool)

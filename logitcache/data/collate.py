@@ -96,9 +96,13 @@ def make_dataloader(
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
     snapshot_every_n_steps: int = 1,
+    collate_fn=None,
     **kwargs: Any,
 ):
     """A torchdata ``StatefulDataLoader`` over ``dataset`` with :func:`collate`.
+
+    ``collate_fn`` replaces :func:`collate` (e.g. ``logitcache.crosstok.CrossTokenizerCollate``
+    for a student with its own tokenizer).
 
     ``loader.state_dict()`` / ``load_state_dict()`` resume mid-epoch exactly. Workers are not
     persistent, so :meth:`CacheDataset.set_epoch` reaches them at the next epoch. ``pad_id``
@@ -121,7 +125,7 @@ def make_dataloader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=partial(collate, pad_id=pad_id, rs_samples=rs),
+        collate_fn=collate_fn or partial(collate, pad_id=pad_id, rs_samples=rs),
         pin_memory=pin_memory,
         snapshot_every_n_steps=snapshot_every_n_steps,
         **kwargs,

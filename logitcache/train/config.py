@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logitcache.errors import ConfigError
 from logitcache.losses import LossConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -17,6 +20,12 @@ class TrainConfig:
     one epoch). An optimizer step consumes ``batch_size * grad_accum`` sequences per rank.
     ``stop_after`` ends this invocation after that many steps *with a checkpoint*, for
     time-sliced jobs; the schedule still follows ``steps``/``epochs``, and ``resume`` continues.
+
+    ``cross_tokenizer`` (``uld`` | ``gold``) trains a student with its own tokenizer
+    (``student`` = its directory): the KD term is ULD or the GOLD hybrid on aligned positions,
+    mixed with the student's own CE by ``loss.alpha`` (``loss.kind="ce"``: CE only);
+    ``teacher_tokenizer`` overrides the tokenizer that spells the cached ids
+    (docs/cross-tokenizer.md).
     """
 
     cache: str
@@ -45,10 +54,13 @@ class TrainConfig:
     storage_options: str | dict[str, Any] | None = None
     resume: bool = False
     stop_after: int | None = None
+    cross_tokenizer: str | None = None
+    teacher_tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
             self.loss = LossConfig(**self.loss)
+        self._check_cross_tokenizer()
         self.betas = tuple(self.betas)
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give --steps N or --epochs N, not both")
@@ -80,6 +92,30 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.checkpoint_every is None:
             self.checkpoint_every = self.eval_every
+
+    def _check_cross_tokenizer(self) -> None:
+        from logitcache.losses.cross_tokenizer import METHODS
+
+        if self.cross_tokenizer is None:
+            if self.teacher_tokenizer is not None:
+                raise ConfigError("teacher_tokenizer is used only with --cross-tokenizer uld|gold")
+            return
+        if self.cross_tokenizer not in METHODS:
+            raise ConfigError(
+                f"cross_tokenizer must be one of {', '.join(METHODS)} (or unset), got "
+                f"{self.cross_tokenizer!r}; see docs/cross-tokenizer.md"
+            )
+        if self.loss.kind not in ("kl_tail", "ce"):
+            raise ConfigError(
+                f"--loss {self.loss.kind} compares the teacher's ids with the student's and "
+                "needs a shared tokenizer; with --cross-tokenizer the KD term is ULD or GOLD "
+                "(leave --loss at its default, or --loss ce for the student's CE alone)"
+            )
+        if self.cross_tokenizer == "uld" and self.loss.alpha == 0 and self.loss.kind != "ce":
+            log.warning(
+                "ULD with alpha=0: sorted probabilities do not say which token is likely; the "
+                "student needs its own CE too (alpha > 0, e.g. 0.5)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (JSON- and ``torch.load(weights_only=True)``-safe)."""

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -115,14 +116,30 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     eval_ds = CacheDataset(cfg.cache, split="heldout", shuffle=False, **data_kw)
     pin = device.type == "cuda"
-    train_loader = make_dataloader(
-        train_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=pin
-    )
-    eval_loader = make_dataloader(eval_ds, batch_size=cfg.batch_size, num_workers=0, pin_memory=pin)
 
-    # -- student, optimizer, schedule
-    model, student_tokenizer = build_student(cfg.student, manifest, seed=cfg.seed)
+    # -- student (a cross-tokenizer student brings its own tokenizer and batches)
+    cross = None
+    if cfg.cross_tokenizer:
+        from logitcache.train.cross_tokenizer import CrossTokenizerSetup
+
+        cross = CrossTokenizerSetup.create(cfg, manifest)
+        model, student_tokenizer = cross.model, cross.tokenizer
+    else:
+        model, student_tokenizer = build_student(cfg.student, manifest, seed=cfg.seed)
     model.to(device)
+    collate_fn = cross.collate if cross is not None else None
+    train_loader = make_dataloader(
+        train_ds,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        collate_fn=collate_fn,
+    )
+    eval_loader = make_dataloader(
+        eval_ds, batch_size=cfg.batch_size, num_workers=0, pin_memory=pin, collate_fn=collate_fn
+    )
+
+    # -- optimizer, schedule
     if cfg.steps is not None:
         total_steps = cfg.steps
     else:  # estimate from the manifest; the loop itself stops when the epochs run out
@@ -202,7 +219,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         barrier()
 
     def run_eval() -> dict[str, Any]:
-        result = evaluate(
+        if cross is not None:
+            from logitcache.train.cross_tokenizer import evaluate_cross
+
+            eval_fn = partial(evaluate_cross, method=cross.method)
+        else:
+            eval_fn = evaluate
+        result = eval_fn(
             model,
             eval_loader,
             device=device,
@@ -248,7 +271,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     logits = ddp_model(
                         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                     ).logits
-                loss, m = compute_loss(logits, batch, cfg.loss, vocab_size=manifest.vocab_size)
+                if cross is not None:
+                    loss, m = cross.loss(logits, batch, cfg.loss)
+                else:
+                    loss, m = compute_loss(logits, batch, cfg.loss, vocab_size=manifest.vocab_size)
                 (loss / cfg.grad_accum).backward()
             sums += torch.stack([m["loss"], m["kd"], m["ce"]]).to(device)
         else:
