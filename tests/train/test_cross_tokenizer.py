@@ -115,7 +115,6 @@ def test_a_cache_without_topk_is_refused(tmp_path, tiny_llama_dir, student_dir):
     from logitcache.codecs import CodecContext, get_codec
     from logitcache.format import CacheWriter, Manifest, write_shard
     from logitcache.format.shard import encode_table
-
     from logitcache.train.student import vocab_sha256
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
