@@ -9,4 +9,13 @@ __version__ = "0.1.0"
 
 from logitcache.format import Cache, Manifest, open_cache  # noqa: E402
 
-__all__ = ["Cache", "Manifest", "open_cache", "__version__"]
+
+def to_hf_dataset(cache_or_uri, split=None, **kwargs):
+    """The cache's decoded rows as a ``datasets.IterableDataset``; see
+    :func:`logitcache.data.hf_dataset.to_hf_dataset`."""
+    from logitcache.data.hf_dataset import to_hf_dataset as _to_hf_dataset
+
+    return _to_hf_dataset(cache_or_uri, split, **kwargs)
+
+
+__all__ = ["Cache", "Manifest", "open_cache", "to_hf_dataset", "__version__"]

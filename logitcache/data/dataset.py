@@ -248,6 +248,17 @@ class CacheDataset(IterableDataset):
             total += n if share is None else min(n, share)
         return total
 
+    def worker_samples(self, num_workers: int = 0, epoch: int | None = None) -> list[int]:
+        """Samples each global worker (``rank * num_workers + worker``, all ranks) yields in
+        ``epoch`` (default: the current one), from metadata alone. A trainer uses it to give
+        every rank the same number of steps without dropping samples."""
+        nw = max(1, num_workers)
+        world = self.world_size * nw
+        ep = self.epoch if epoch is None else int(epoch)
+        share = self._share(ep, world)
+        counts = [sum(len(r) for r in self._worker_plan(ep, g, world)[1]) for g in range(world)]
+        return counts if share is None else [min(n, share) for n in counts]
+
     def _layout(self) -> tuple[int, int]:
         info = get_worker_info()
         return (0, 1) if info is None else (info.id, info.num_workers)
