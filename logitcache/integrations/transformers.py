@@ -112,7 +112,9 @@ class DistillationMixin:
         )
         self._eval_dataset = None
         if eval_cache is not None:
-            opts = {"shuffle": False, **(eval_options or {})}
+            opts = dict(eval_options or {})
+            if isinstance(eval_cache, str):
+                opts.setdefault("shuffle", False)
             self._eval_dataset = _dataset_for_rank(eval_cache, rank, world, storage_options, opts)
         self.train_batches = RankBatches(
             self.cache_dataset,
@@ -122,18 +124,18 @@ class DistillationMixin:
             pin_memory=bool(args_.dataloader_pin_memory) and torch.cuda.is_available(),
         )
         self._metric_sums: torch.Tensor | None = None
+        if args_.max_steps is None or args_.max_steps <= 0:
+            args_.max_steps = self._steps_for_epochs(float(args_.num_train_epochs))
+            log.info(
+                "max_steps=%d: %s epoch(s) of the cache at this batch size, processes and "
+                "gradient accumulation",
+                args_.max_steps,
+                args_.num_train_epochs,
+            )
         super().__init__(*args, **kwargs)
         # compute_loss below returns a loss already normalised over the accumulated tokens
         self.loss_is_scaled_for_ga = True
         self._check_student()
-        if self.args.max_steps is None or self.args.max_steps <= 0:
-            self.args.max_steps = self._steps_for_epochs(float(self.args.num_train_epochs))
-            log.info(
-                "max_steps=%d: %s epoch(s) of the cache at this batch size, processes and "
-                "gradient accumulation",
-                self.args.max_steps,
-                self.args.num_train_epochs,
-            )
 
     # -- setup ----------------------------------------------------------------------------
     @property
@@ -147,7 +149,9 @@ class DistillationMixin:
         tok = getattr(tok, "tokenizer", tok)  # a processor wraps its tokenizer
         model = self.model
         name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-        check_vocabulary(model, tok if hasattr(tok, "get_vocab") else None, self.manifest, name=name)
+        check_vocabulary(
+            model, tok if hasattr(tok, "get_vocab") else None, self.manifest, name=name
+        )
 
     def _steps_for_epochs(self, epochs: float) -> int:
         if not epochs > 0:
@@ -269,7 +273,9 @@ class DistillationMixin:
             for i, name in enumerate(("loss", "kd", "ce")):
                 metrics[f"{metric_key_prefix}_{name}"] = float(sums[i]) / n
         self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
         return metrics
 
     # -- checkpoint / resume --------------------------------------------------------------

@@ -62,7 +62,11 @@ def int_cache(tmp_path_factory, tiny_llama_dir) -> str:
     codec = get_codec("lc1")
     uri = str(tmp_path_factory.mktemp("int_cache") / "cache")
     header = Manifest(
-        teacher={"name": str(tiny_llama_dir), "source": str(tiny_llama_dir), "backend": "transformers"},
+        teacher={
+            "name": str(tiny_llama_dir),
+            "source": str(tiny_llama_dir),
+            "backend": "transformers",
+        },
         tokenizer=tokenizer_section(tokenizer, width),
         capture={"top_k": TOP_K, "rs_samples": 0, "seq_len": SEQ_LEN, "packing": "pack"},
         codec=codec.describe(),
@@ -76,7 +80,9 @@ def int_cache(tmp_path_factory, tiny_llama_dir) -> str:
         for u, n in enumerate(SHARD_ROWS):
             samples = score_rows(model, rows[start : start + n], f"u{u}")
             start += n
-            writer.commit([write_shard(writer.store, f"unit-{u}", encode_table(samples, codec, ctx))])
+            writer.commit(
+                [write_shard(writer.store, f"unit-{u}", encode_table(samples, codec, ctx))]
+            )
         writer.finish()
     finally:
         shard_mod.ROW_GROUP_TOKENS = saved
