@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("logitcache.cli.catalog", "list and find shared caches under a catalog root"),
     "submit": ("logitcache.cli.submit", "run a logitcache command as a Ray job on a cluster"),
     "jobs": ("logitcache.cli.jobs", "status, logs or stop of a submitted Ray job"),
+    "convert": ("logitcache.cli.convert", "convert a DistillKit or Axolotl dataset into a cache"),
+    "export": ("logitcache.cli.export", "export a cache as a DistillKit or Axolotl dataset"),
 }
 
 
