@@ -149,7 +149,12 @@ def plan_import(src: str, *, storage_options: Any = None, info=None, **_: Any) -
         "renormalises the top-k)",
     }
     return ConvertPlan(
-        fmt="axolotl", top_k=k, vocab_size=width, seq_len=seq_len, units=units, provenance=provenance
+        fmt="axolotl",
+        top_k=k,
+        vocab_size=width,
+        seq_len=seq_len,
+        units=units,
+        provenance=provenance,
     )
 
 

@@ -101,9 +101,7 @@ def _check_lengths(table: pa.Table, cfg: DistillKitConfig, rel: str, first_row: 
                 "Re-export that file, or remove it from SRC."
             )
     n_in = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
-    n_lp = pc.list_value_length(table.column("compressed_logprobs")).to_numpy(
-        zero_copy_only=False
-    )
+    n_lp = pc.list_value_length(table.column("compressed_logprobs")).to_numpy(zero_copy_only=False)
     n_ix = pc.list_value_length(table.column("bytepacked_indices")).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero((n_lp != n_ix) | ((n_lp != n_in) & (n_lp != n_in - 1)) | (n_in < 1))
     if bad.size:
@@ -268,7 +266,9 @@ def export(
     cache = open_cache(cache_uri, storage_options)
     m = cache.manifest
     if m.top_k == 0:
-        raise ConfigError(f"{cache_uri} stores no top-k (sampled draws only); DistillKit needs top-k")
+        raise ConfigError(
+            f"{cache_uri} stores no top-k (sampled draws only); DistillKit needs top-k"
+        )
     cfg = (
         read_config(compression_config)
         if compression_config

@@ -159,8 +159,11 @@ class DistillKitConfig:
             "polynomial_terms": list(self.polynomial_terms),
             "term_dtype": self.term_dtype,
             "residual_bins": [
-                {"scale_dtype": b.scale_dtype, "element_bits": b.element_bits,
-                 "num_elements": b.num_elements}
+                {
+                    "scale_dtype": b.scale_dtype,
+                    "element_bits": b.element_bits,
+                    "num_elements": b.num_elements,
+                }
                 for b in self.residual_bins
             ],  # fmt: skip
             "delta_encoding": self.delta_encoding,
@@ -349,9 +352,9 @@ def encode_positions(
             codes = torch.round(part / scale).clamp(lo, hi).to(torch.int64) - lo
         chunks.append(_to_bytes(scale, b.scale_dtype))
         chunks.append(pack_bits(codes.numpy().astype(np.uint64), b.element_bits))
-    lp_bytes = (
-        np.concatenate(chunks, axis=1) if chunks else np.zeros((n, 0), np.uint8)
-    ).astype(np.uint8)
+    lp_bytes = (np.concatenate(chunks, axis=1) if chunks else np.zeros((n, 0), np.uint8)).astype(
+        np.uint8
+    )
     pad = cfg.logprob_bytes - lp_bytes.shape[1]
     if pad:
         lp_bytes = np.pad(lp_bytes, ((0, 0), (0, pad)))

@@ -79,7 +79,10 @@ def encode_position(ids, exact, coeffs, bins, cfg):
             bits = spec["element_bits"]
             residual[slot] = (2 * q - 1) * scale if bits == 1 else (q - 2 ** (bits - 1)) * scale
             slot += 1
-    fit = [sum(c * term(t, float(x)) for c, t in zip(coeffs, cfg["polynomial_terms"])) for x in range(m)]
+    fit = [
+        sum(c * term(t, float(x)) for c, t in zip(coeffs, cfg["polynomial_terms"]))
+        for x in range(m)
+    ]
     values = list(exact) + [f + r for f, r in zip(fit, residual)] if m else list(exact)
     if cfg["delta_encoding"]:  # the running sum is rounded to exact_dtype
         values = np.cumsum(values)
@@ -99,7 +102,10 @@ def decode_position(ix, lp, cfg):
         for i in range(len(cfg["polynomial_terms"]))
     ]
     m = cfg["k"] - cfg["exact_k"]
-    fit = [sum(c * term(t, float(x)) for c, t in zip(coeffs, cfg["polynomial_terms"])) for x in range(m)]
+    fit = [
+        sum(c * term(t, float(x)) for c, t in zip(coeffs, cfg["polynomial_terms"]))
+        for x in range(m)
+    ]
     return ids, exact + fit
 
 
@@ -126,7 +132,7 @@ def write_fixture(root: Path, cfg, rows=5, seed=0, lossless=False, labels=False)
         recs = {"input_ids": [], "compressed_logprobs": [], "bytepacked_indices": []}
         if labels:
             recs["labels"] = []
-        for r in range(rows):
+        for _ in range(rows):
             t = int(rng.integers(5, 11))
             toks = rng.integers(0, D, size=t).tolist()
             ixs, lps, ids_all, vals_all = [], [], [], []
@@ -137,12 +143,20 @@ def write_fixture(root: Path, cfg, rows=5, seed=0, lossless=False, labels=False)
                     ix, lp, v = encode_position(ids, vals, [], [], cfg)
                 else:
                     m = cfg["k"] - cfg["exact_k"]
-                    exact = [-(i + 1) * 0.25 - int(rng.integers(0, 4)) * 0.125 for i in range(cfg["exact_k"])]
-                    coeffs = [float(np.float32(x)) for x in (-2.0 - rng.random(), -0.25 * rng.random(), -0.5 * rng.random())][: len(cfg["polynomial_terms"])]
+                    exact = [
+                        -(i + 1) * 0.25 - int(rng.integers(0, 4)) * 0.125
+                        for i in range(cfg["exact_k"])
+                    ]
+                    coeffs = [
+                        float(np.float32(x))
+                        for x in (-2.0 - rng.random(), -0.25 * rng.random(), -0.5 * rng.random())
+                    ][: len(cfg["polynomial_terms"])]
                     bins = []
                     for spec in cfg["residual_bins"]:
                         scale = 0.0625 if spec["scale_dtype"] == "float16" else 0.03125
-                        codes = rng.integers(0, 2 ** spec["element_bits"], spec["num_elements"]).tolist()
+                        codes = rng.integers(
+                            0, 2 ** spec["element_bits"], spec["num_elements"]
+                        ).tolist()
                         bins.append((scale, codes))
                     assert m >= sum(b["num_elements"] for b in cfg["residual_bins"])
                     ix, lp, v = encode_position(ids, exact, coeffs, bins, cfg)
@@ -185,7 +199,11 @@ def convert(src, out, tokenizer, *extra) -> int:
     ids=["poly+bins", "delta+fp16", "exact"],
 )
 def test_library_decoder_reads_the_independent_encoding(cfg):
-    from logitcache.convert.distillkit_layout import DistillKitConfig, decode_indices, decode_logprobs
+    from logitcache.convert.distillkit_layout import (
+        DistillKitConfig,
+        decode_indices,
+        decode_logprobs,
+    )
 
     rng = np.random.default_rng(1)
     dk = DistillKitConfig.from_dict(cfg)
@@ -194,7 +212,9 @@ def test_library_decoder_reads_the_independent_encoding(cfg):
         ids = rng.choice(D, size=K, replace=False).tolist()
         m = cfg["k"] - cfg["exact_k"]
         exact = [-(i + 1) * 0.5 for i in range(cfg["exact_k"])]
-        coeffs = [float(np.float32(-1.5 - rng.random()))] + [float(np.float32(-0.3 * rng.random()))] * (len(cfg["polynomial_terms"]) - 1)
+        coeffs = [float(np.float32(-1.5 - rng.random()))] + [
+            float(np.float32(-0.3 * rng.random()))
+        ] * (len(cfg["polynomial_terms"]) - 1)
         bins = [(0.0625 if s["scale_dtype"] == "float16" else 0.03125,
                  rng.integers(0, 2 ** s["element_bits"], s["num_elements"]).tolist())
                 for s in cfg["residual_bins"]]  # fmt: skip
@@ -207,7 +227,9 @@ def test_library_decoder_reads_the_independent_encoding(cfg):
     if cfg["delta_encoding"]:  # float16 rounding of a float32 vs float64 sum: one ulp at most
         np.testing.assert_allclose(got, np.array(want, np.float64), rtol=2**-10, atol=0)
     else:
-        np.testing.assert_allclose(got, np.array(want), rtol=0, atol=2e-5 if cfg["exact_k"] < K else 0)
+        np.testing.assert_allclose(
+            got, np.array(want), rtol=0, atol=2e-5 if cfg["exact_k"] < K else 0
+        )
     if cfg["delta_encoding"]:  # the running sum is rounded to exact_dtype, as DistillKit does
         np.testing.assert_array_equal(got, got.astype(np.float16).astype(np.float32))
 
@@ -239,15 +261,24 @@ def test_convert_with_raw_codec_reproduces_decoded_values_and_records_provenance
         assert s["topk_ids"][: t - 1].tolist() == e["ids"]
         np.testing.assert_allclose(s["topk_logprobs"][: t - 1], np.array(e["values"]), atol=2e-5)
         # exactly what the layout decodes to: raw stores the decoder's float32 values as-is
-        lps = np.array(pq.read_table(src / "data-00000.parquet").column("compressed_logprobs")[0].as_py(), np.uint8)
+        lps = np.array(
+            pq.read_table(src / "data-00000.parquet").column("compressed_logprobs")[0].as_py(),
+            np.uint8,
+        )
         assert lps.shape[1] == dk.logprob_bytes
         assert np.isneginf(s["topk_logprobs"][t - 1]).all() and s["tail_logmass"][t - 1] == 0
         mass = np.exp(s["topk_logprobs"][: t - 1].astype(np.float64)).sum(-1)
-        np.testing.assert_allclose(s["tail_logmass"][: t - 1], np.log1p(-np.minimum(mass, 1 - 1e-12)), rtol=1e-5)
+        np.testing.assert_allclose(
+            s["tail_logmass"][: t - 1], np.log1p(-np.minimum(mass, 1 - 1e-12)), rtol=1e-5
+        )
         want_mask = [lab != -100 for lab in e["labels"][1:]] + [False]
         assert s["loss_mask"].tolist() == want_mask
-    first = np.array(pq.read_table(src / "data-00000.parquet").column("compressed_logprobs")[0].as_py(), np.uint8)
-    np.testing.assert_array_equal(samples[0]["topk_logprobs"][: len(first)], decode_logprobs(first, dk))
+    first = np.array(
+        pq.read_table(src / "data-00000.parquet").column("compressed_logprobs")[0].as_py(), np.uint8
+    )
+    np.testing.assert_array_equal(
+        samples[0]["topk_logprobs"][: len(first)], decode_logprobs(first, dk)
+    )
 
 
 def test_lossless_round_trip_reproduces_the_distillkit_bytes(tmp_path, tiny_llama_dir):
@@ -269,12 +300,31 @@ def test_export_writes_the_recommended_layout_readable_from_the_spec(tmp_path, t
     cfg = config(exact_k=K, polynomial_terms=[], residual_bins=[], exact_dtype="float32")
     write_fixture(src, cfg, lossless=True)
     assert convert(src, tmp_path / "cache", tiny_llama_dir, "--codec", "raw") == 0
-    assert cli(["export", str(tmp_path / "cache"), "--to", "distillkit", "--out", str(tmp_path / "rec")]) == 0
+    assert (
+        cli(
+            [
+                "export",
+                str(tmp_path / "cache"),
+                "--to",
+                "distillkit",
+                "--out",
+                str(tmp_path / "rec"),
+            ]
+        )
+        == 0
+    )
     rec = yaml.safe_load((tmp_path / "rec" / "compression_config.yaml").read_text())
     assert rec == {
-        "d": D, "k": K, "exact_k": K, "exact_dtype": "bfloat16", "polynomial_terms": [],
-        "term_dtype": "float32", "residual_bins": [], "delta_encoding": False,
-        "error_diffusion": False, "normalize_t": False,
+        "d": D,
+        "k": K,
+        "exact_k": K,
+        "exact_dtype": "bfloat16",
+        "polynomial_terms": [],
+        "term_dtype": "float32",
+        "residual_bins": [],
+        "delta_encoding": False,
+        "error_diffusion": False,
+        "normalize_t": False,
     }  # fmt: skip  (k=12 <= 16: all exact, no polynomial; k=128 gets 16 + [0,1,2,3,4,sqrt])
     samples = list(open_cache(str(tmp_path / "cache")).iter_samples())
     table = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "rec").glob("*.parquet")))

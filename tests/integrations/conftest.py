@@ -50,6 +50,7 @@ def score_rows(model, rows: np.ndarray, prefix: str) -> list[dict]:
 def int_cache(tmp_path_factory, tiny_llama_dir) -> str:
     """URI of a 4-shard, 24-row cache (top-8, lc1) from the tiny teacher."""
     from pydoc_data.topics import topics
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
