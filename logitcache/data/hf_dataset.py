@@ -58,7 +58,8 @@ def _rows(
 
 
 def _plain(value: Any) -> Any:
-    return value if isinstance(value, str) else np.asarray(value)
+    # nested Python lists: what ``datasets`` yields for List(List(...)) features either way
+    return value if isinstance(value, str) else np.asarray(value).tolist()
 
 
 def to_hf_dataset(
