@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shlex
 
-from logitcache.cli import main as cli
 from docblocks import blocks, substitute
+
+from logitcache.cli import main as cli
 
 
 def test_every_block_of_docs_integrations_runs(int_cache, tiny_student, tiny_llama_dir, tmp_path):

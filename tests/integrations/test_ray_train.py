@@ -17,7 +17,6 @@ def test_torch_trainer_two_workers_see_every_sample_once_per_epoch(
     int_cache, tmp_path, monkeypatch
 ):
     import ray
-
     from docblocks import blocks, substitute
 
     from pipelines.ray_train_distill import main
