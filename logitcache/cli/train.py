@@ -51,6 +51,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="positions per loss chunk (memory cap)",
     )
+    p.add_argument(
+        "--loss-impl",
+        default="fused",
+        choices=("fused", "dense"),
+        help="fused: output layer + loss chunk by chunk, no [B, T, V] logits (default); "
+        "dense: the model's logits, then the loss",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help="optimizer steps")
     length.add_argument(
@@ -98,6 +105,7 @@ def config_from_args(args: argparse.Namespace):
             alpha=args.alpha if args.alpha is not None else (0.5 if args.cross_tokenizer else 0.0),
             beta=args.beta,
             chunk_size=args.loss_chunk,
+            impl=args.loss_impl,
         ),
         steps=args.steps,
         epochs=args.epochs,

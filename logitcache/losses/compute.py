@@ -39,13 +39,19 @@ LOSSES: dict[str, LossKind] = {
 }
 
 
+LOSS_IMPLS = ("fused", "dense")
+
+
 @dataclass(kw_only=True, frozen=True)
 class LossConfig:
     """Which loss, and how it is tempered and mixed.
 
     ``loss = (1 - alpha) * T^2 * KD + alpha * CE`` (Hinton et al. 2015); for ``ce`` the loss is
     CE alone. ``beta`` is used by ``jsd`` only. ``chunk_size`` bounds loss memory (positions
-    per chunk; None = all at once).
+    per chunk; None = all at once for ``compute_loss``, a cache-sized default for the fused
+    path). ``impl`` is how the trainer computes it: ``fused`` (output layer + loss chunk by
+    chunk, :func:`logitcache.losses.fused_loss`, no ``[N, V]`` logits) or ``dense`` (the
+    model's logits, then :func:`compute_loss`); both give the same loss and gradients.
     """
 
     kind: str = "kl_tail"
@@ -53,6 +59,7 @@ class LossConfig:
     alpha: float = 0.0
     beta: float = 0.5
     chunk_size: int | None = None
+    impl: str = "fused"
 
     def __post_init__(self) -> None:
         if self.kind not in LOSSES:
@@ -72,6 +79,11 @@ class LossConfig:
             raise ConfigError(
                 "rs_kd uses draws made from the teacher at T=1; they cannot be re-tempered. "
                 "Use --temperature 1 with rs_kd, or a top-k loss (kl_tail) to temper."
+            )
+        if self.impl not in LOSS_IMPLS:
+            raise ConfigError(
+                f"unknown loss implementation {self.impl!r}; choose one of: "
+                f"{', '.join(LOSS_IMPLS)} (--loss-impl; see docs/training.md)"
             )
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ConfigError(

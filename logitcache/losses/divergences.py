@@ -99,6 +99,11 @@ def jsd(
     """Generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2024) over top-k + tail:
     ``beta * KL(p || m) + (1 - beta) * KL(q || m)`` with ``m = beta * p + (1 - beta) * q``."""
     logp, logq = _buckets(logits, topk_ids, topk_logprobs, tail_logmass, temperature, vocab_size)
+    return jsd_buckets(logp, logq, beta=beta)
+
+
+def jsd_buckets(logp: torch.Tensor, logq: torch.Tensor, *, beta: float = 0.5) -> torch.Tensor:
+    """The generalised JSD of :func:`jsd` from bucket log-probs (shared with the fused path)."""
     logm = torch.logsumexp(torch.stack([logp + math.log(beta), logq + math.log1p(-beta)]), dim=0)
     return beta * kl(logp, logm) + (1.0 - beta) * kl(logq, logm)
 
@@ -117,3 +122,14 @@ def rs_kd(logits: torch.Tensor, rs_ids: torch.Tensor, rs_weights: torch.Tensor) 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Hard-label cross-entropy on the true next tokens, per position."""
     return F.cross_entropy(logits.float(), labels.long(), reduction="none")
+
+
+# The top-k losses as functions of the two bucket distributions alone, ``(logp, logq, beta)``:
+# the fused output layer (logitcache.losses.fused) computes the student's buckets itself and
+# differentiates these small [N, k+1] expressions, so both paths share one definition.
+BUCKET_LOSSES = {
+    "kl_tail": lambda logp, logq, beta: kl(logp, logq),
+    "kl_topk": lambda logp, logq, beta: kl(logp, logq),
+    "reverse_kl": lambda logp, logq, beta: kl(logq, logp),
+    "jsd": lambda logp, logq, beta: jsd_buckets(logp, logq, beta=beta),
+}

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from logitcache.losses import cross_entropy, kl_tail, rs_kd
 from logitcache.train.distributed import all_reduce_sum
+from logitcache.train.objective import StudentObjective
 
 
 def teacher_argmax(batch: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -23,15 +23,16 @@ def teacher_argmax(batch: Mapping[str, torch.Tensor], mask: torch.Tensor) -> tor
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    objective: StudentObjective,
     batches: Iterable[Mapping[str, torch.Tensor]],
     *,
     device: torch.device,
-    vocab_size: int,
     max_batches: int | None = None,
     autocast: bool = False,
 ) -> dict[str, float]:
-    """Token-weighted means over the held-out batches, summed across ranks."""
+    """Token-weighted means over the held-out batches, summed across ranks. With the fused
+    objective no [B, T, V] logits are built here either."""
+    model = objective.model
     was_training = model.training
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # tokens, ce, kl (or rs cross-entropy), top-1 hits
@@ -40,29 +41,16 @@ def evaluate(
         if max_batches is not None and i >= max_batches:
             break
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
         mask = batch["labels"] != -100
-        z = logits[mask].float()
-        if z.shape[0] == 0:
+        if not mask.any():
             continue
         has_topk = batch["topk_ids"].shape[-1] > 0
-        if has_topk:
-            kd = kl_tail(
-                z,
-                batch["topk_ids"][mask],
-                batch["topk_logprobs"][mask],
-                batch["tail_logmass"][mask],
-                vocab_size=vocab_size,
-            )
-        else:
-            kd = rs_kd(z, batch["rs_ids"][mask], batch["rs_weights"][mask])
-        sums[0] += z.shape[0]
-        sums[1] += cross_entropy(z, batch["labels"][mask]).sum().item()
-        sums[2] += kd.sum().item()
-        sums[3] += (z.argmax(-1) == teacher_argmax(batch, mask)).sum().item()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            rows = objective.position_metrics(batch, "kl_tail" if has_topk else "rs_kd")
+        sums[0] += int(mask.sum())
+        sums[1] += rows["ce"].sum().item()
+        sums[2] += rows["kd"].sum().item()
+        sums[3] += (rows["argmax"] == teacher_argmax(batch, mask)).sum().item()
     n, ce, kd, hits = all_reduce_sum(sums, device)
     model.train(was_training)
     if n == 0:

@@ -15,14 +15,12 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from functools import partial
 from typing import Any
 
 import torch
 
 from logitcache.errors import ConfigError, LogitCacheError
 from logitcache.format import open_cache
-from logitcache.losses import compute_loss
 from logitcache.train.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -38,7 +36,9 @@ from logitcache.train.distributed import (
     shutdown,
 )
 from logitcache.train.evaluate import evaluate
+from logitcache.train.heldout import effective_heldout_fraction
 from logitcache.train.metrics import MetricsLog, plot_metrics
+from logitcache.train.objective import StudentObjective
 from logitcache.train.student import build_student
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # -- data: the train split streams shuffled; the held-out split is fixed by sample-id hash
-    manifest = open_cache(cfg.cache, cfg.storage_options).manifest
+    cache = open_cache(cfg.cache, cfg.storage_options)
+    manifest = cache.manifest
+    heldout_fraction = effective_heldout_fraction(cache, cfg.heldout_fraction)
     data_kw = dict(
         storage_options=cfg.storage_options,
-        heldout_fraction=cfg.heldout_fraction,
+        heldout_fraction=heldout_fraction,
         seed=cfg.seed,
     )
     # under DDP every rank must run the same number of steps, or the all-reduce hangs
@@ -139,11 +141,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         eval_ds, batch_size=cfg.batch_size, num_workers=0, pin_memory=pin, collate_fn=collate_fn
     )
 
+    # the model and its loss as one module (what DDP wraps); fused: no [B, T, V] logits
+    objective = StudentObjective(model, cfg.loss, vocab_size=manifest.vocab_size, cross=cross)
+
     # -- optimizer, schedule
     if cfg.steps is not None:
         total_steps = cfg.steps
     else:  # estimate from the manifest; the loop itself stops when the epochs run out
-        seqs = manifest.num_sequences * (1 - cfg.heldout_fraction) / dist_info.world_size
+        seqs = manifest.num_sequences * (1 - heldout_fraction) / dist_info.world_size
         total_steps = max(1, math.ceil(cfg.epochs * seqs / (cfg.batch_size * cfg.grad_accum)))
     warmup = (
         min(cfg.warmup, total_steps // 10) if cfg.steps is None else min(cfg.warmup, total_steps)
@@ -177,10 +182,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         train_ds.set_epoch(epoch)
     metrics_log = MetricsLog(cfg.out, resume_step=step if cfg.resume else None) if is_main else None
 
-    ddp_model = model
+    ddp_objective = objective
     if dist_info.enabled:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+        ddp_objective = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
         )
 
     batches = iter(train_loader)
@@ -218,21 +223,38 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         barrier()
 
+    warned_empty: list[bool] = []
+
     def run_eval() -> dict[str, Any]:
         if cross is not None:
             from logitcache.train.cross_tokenizer import evaluate_cross
 
-            eval_fn = partial(evaluate_cross, method=cross.method)
+            result = evaluate_cross(
+                model,
+                eval_loader,
+                device=device,
+                vocab_size=manifest.vocab_size,
+                max_batches=cfg.eval_batches,
+                autocast=autocast,
+                method=cross.method,
+            )
         else:
-            eval_fn = evaluate
-        result = eval_fn(
-            model,
-            eval_loader,
-            device=device,
-            vocab_size=manifest.vocab_size,
-            max_batches=cfg.eval_batches,
-            autocast=autocast,
-        )
+            result = evaluate(
+                objective,
+                eval_loader,
+                device=device,
+                max_batches=cfg.eval_batches,
+                autocast=autocast,
+            )
+        if result["eval_tokens"] == 0 and is_main and not warned_empty:
+            warned_empty.append(True)
+            log.warning(
+                "the held-out split of %s is empty (%d sequences, --heldout-fraction %g): no "
+                "eval metrics. Raise --heldout-fraction, or use a cache with more sequences.",
+                cfg.cache,
+                manifest.num_sequences,
+                heldout_fraction,
+            )
         if metrics_log is not None:
             metrics_log.write({"split": "eval", "step": step, "epoch": epoch, **result})
             log.info(
@@ -265,16 +287,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             tokens_seen += int(batch["attention_mask"].sum())  # counted on CPU: no device sync
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             last_micro = micro == cfg.grad_accum - 1
-            sync = nullcontext() if last_micro or not dist_info.enabled else ddp_model.no_sync()
+            sync = nullcontext() if last_micro or not dist_info.enabled else ddp_objective.no_sync()
             with sync:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits = ddp_model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    ).logits
-                if cross is not None:
-                    loss, m = cross.loss(logits, batch, cfg.loss)
-                else:
-                    loss, m = compute_loss(logits, batch, cfg.loss, vocab_size=manifest.vocab_size)
+                    loss, m = ddp_objective(batch)  # student forward + loss (fused by default)
                 (loss / cfg.grad_accum).backward()
             sums += torch.stack([m["loss"], m["kd"], m["ce"]]).to(device)
         else:
