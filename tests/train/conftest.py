@@ -72,28 +72,41 @@ def tokenizer_section(tokenizer, logits_width: int) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def kd_cache(tmp_path_factory, tiny_llama_dir) -> str:
-    """URI of a 3-shard cache (top-16 + 16 draws per position) from the tiny teacher."""
+def write_kd_cache(uri: str, teacher_dir, rows: int = ROWS, shards: int = 3, seed: int = 0) -> str:
+    """Score the first ``rows`` pydoc rows with the tiny teacher into a cache at ``uri``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(teacher_dir)).eval()
     width = model.get_output_embeddings().weight.shape[0]
-    rows = _rows(tokenizer)
+    data = _rows(tokenizer)[:rows]
     ctx = CodecContext(vocab_size=width, top_k=TOP_K, rs_samples=RS_SAMPLES)
     codec = get_codec("raw")
-    uri = str(tmp_path_factory.mktemp("kd_cache") / "cache")
     header = Manifest(
-        teacher={"name": "tiny-llama", "source": str(tiny_llama_dir), "backend": "transformers"},
+        teacher={"name": "tiny-llama", "source": str(teacher_dir), "backend": "transformers"},
         tokenizer=tokenizer_section(tokenizer, width),
         capture={"top_k": TOP_K, "rs_samples": RS_SAMPLES, "seq_len": SEQ_LEN, "packing": "pack"},
         codec=codec.describe(),
-        corpus={"fingerprint": "pydoc-topics"},
+        corpus={"fingerprint": f"pydoc-topics-{rows}"},
     )
     writer = CacheWriter.open(uri, header)
-    for u, chunk in enumerate(np.array_split(rows, 3)):
-        table = encode_table(_score(model, chunk, seed=u), codec, ctx)
+    for u, chunk in enumerate(np.array_split(data, shards)):
+        table = encode_table(_score(model, chunk, seed=seed + u), codec, ctx)
         writer.commit([write_shard(writer.store, f"unit-{u}", table)])
-    writer.finish({"rows": int(rows.shape[0])})
+    writer.finish({"rows": int(data.shape[0])})
     return uri
+
+
+@pytest.fixture(scope="session")
+def kd_cache(tmp_path_factory, tiny_llama_dir) -> str:
+    """URI of a 3-shard cache (top-16 + 16 draws per position) from the tiny teacher."""
+    return write_kd_cache(str(tmp_path_factory.mktemp("kd_cache") / "cache"), tiny_llama_dir)
+
+
+@pytest.fixture
+def small_kd_cache(tmp_path, tiny_llama_dir):
+    """``small_kd_cache(rows)``: a one-shard cache of ``rows`` sequences (sample ids
+    ``pydoc-9-0000``...)."""
+    return lambda rows: write_kd_cache(
+        str(tmp_path / f"cache-{rows}"), tiny_llama_dir, rows=rows, shards=1, seed=9
+    )
