@@ -49,6 +49,10 @@ class StorageError(LogitCacheError, OSError):
     """A storage operation failed after retries, or a URI cannot be handled."""
 
 
+class WriteConflictError(StorageError, FileExistsError):
+    """A conditional write lost: another writer created or changed the file first."""
+
+
 class CorpusError(LogitCacheError, ValueError):
     """The corpus is empty, unreadable, or lacks the requested field."""
 

@@ -17,8 +17,8 @@ from logitcache.capture.driver import WriteJob, run_write_job
 from logitcache.capture.executors import make_executor
 from logitcache.capture.plan import plan_build
 from logitcache.capture.stages import ScoreStage
-from logitcache.catalog.lease import LeaseConfig
 from logitcache.format import Manifest
+from logitcache.format.lease import LeaseConfig
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from logitcache.capture.calibrate import (
 from logitcache.capture.executors import Executor
 from logitcache.capture.progress import Progress
 from logitcache.capture.stages import ScoreStage, WriteStage
-from logitcache.catalog.build import open_build_target
-from logitcache.catalog.lease import LeaseConfig
 from logitcache.codecs import CodecContext, get_codec
 from logitcache.corpus import Unit
 from logitcache.format import Manifest, open_cache, read_manifest
+from logitcache.format.lease import LeaseConfig
+from logitcache.format.target import WriteTarget, open_write_target
 from logitcache.storage import Store
 from logitcache.teachers.config import check_score_args
 
@@ -87,9 +87,7 @@ def run_write_job(job: WriteJob, executor: Executor, *, t_start: float | None = 
         corpus=job.corpus,
         extra=dict(job.extra),
     )
-    target = open_build_target(
-        job.out, header, job.storage_options, catalog=job.catalog, lease=job.lease
-    )
+    target = open_target(job, header)
     if target.reuse_complete:
         log.info("%s already holds this %s, complete: nothing to compute", target.uri, job.kind)
         return open_cache(target.uri, job.storage_options).manifest
@@ -101,6 +99,16 @@ def run_write_job(job: WriteJob, executor: Executor, *, t_start: float | None = 
         target.finish(manifest)
     _log_summary(job.kind, manifest, writer.store.uri)
     return manifest
+
+
+def open_target(job: WriteJob, header: Manifest) -> WriteTarget:
+    """Where the job writes, under the cache's write lease: ``--catalog ROOT`` (reuse, resume
+    or extend a shared cache) or a plain ``--out``."""
+    if job.catalog:
+        from logitcache.catalog import prepare_build
+
+        return prepare_build(job.catalog, header, job.storage_options, lease=job.lease)
+    return open_write_target(job.out, header, job.storage_options, lease=job.lease)
 
 
 def _codec(job: WriteJob, existing: Manifest | None, executor: Executor, ctx: CodecContext):
@@ -212,4 +220,4 @@ def _log_summary(kind: str, m: Manifest, uri: str) -> None:
     )
 
 
-__all__ = ["WriteJob", "run_write_job"]
+__all__ = ["WriteJob", "open_target", "run_write_job"]

@@ -1,43 +1,15 @@
-"""Shared caches: a catalog keyed by how labels were computed, and write leases.
+"""Shared caches: a catalog keyed by how labels were computed.
 
 - :mod:`.catalog`: ``ROOT/caches/<key>/`` + ``ROOT/index/<key>.json``; ``ls`` / ``find``.
-- :mod:`.build`: :func:`prepare_build` decides reuse / resume / extend / new for a build.
-- :mod:`.lease`: one writer per cache (also for plain ``--out`` builds), with expiry.
+- :mod:`.target`: :func:`prepare_build` decides reuse / resume / extend / new for a build.
+- :mod:`.match`: which entries hold a given corpus (its fingerprint, computed as a build would).
+
+The catalog is a leaf: it builds on the format (manifest, write lease, write target) and
+storage, and nothing below it imports it. The write lease itself is part of the commit
+protocol (:mod:`logitcache.format.lease`).
 """
 
-from logitcache.catalog.build import (
-    BuildTarget,
-    LeasedCacheWriter,
-    add_build_options,
-    lease_config_from_args,
-    open_build_target,
-    open_leased_writer,
-    prepare_build,
-)
 from logitcache.catalog.catalog import Catalog, catalog_key
-from logitcache.catalog.lease import (
-    LEASE_NAME,
-    Lease,
-    LeaseConfig,
-    LeaseRecord,
-    acquire_lease,
-    read_lease,
-)
+from logitcache.catalog.target import CatalogTarget, prepare_build
 
-__all__ = [
-    "LEASE_NAME",
-    "BuildTarget",
-    "Catalog",
-    "Lease",
-    "LeaseConfig",
-    "LeaseRecord",
-    "LeasedCacheWriter",
-    "acquire_lease",
-    "add_build_options",
-    "catalog_key",
-    "lease_config_from_args",
-    "open_build_target",
-    "open_leased_writer",
-    "prepare_build",
-    "read_lease",
-]
+__all__ = ["Catalog", "CatalogTarget", "catalog_key", "prepare_build"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from logitcache.catalog.build import add_build_options
 from logitcache.cli.common import add_storage_options
 
 
@@ -98,7 +97,28 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--progress", default="auto", choices=["auto", "bar", "log", "off"], help="progress display"
     )
-    add_build_options(p)
+    p.add_argument(
+        "--catalog",
+        default=None,
+        metavar="ROOT",
+        help="shared cache catalog root (e.g. s3://bucket/logitcache): reuse a complete "
+        "matching cache, extend it when the corpus grew, or build it under ROOT/caches/<key>",
+    )
+    p.add_argument(
+        "--wait-lease",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another builder is writing the same cache, wait this long for it (default: "
+        "refuse at once)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="write lease lifetime; a crashed builder's cache is taken over after this long",
+    )
     add_storage_options(p)
 
 

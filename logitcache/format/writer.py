@@ -10,6 +10,10 @@ Protocol (docs/format.md, "Commit protocol"):
 3. :meth:`CacheWriter.commit` (one committer, the driver) adds the shard to the manifest and
    replaces the manifest atomically. Only then does the shard exist for readers.
 
+The one committer is enforced by the cache's write lease (:mod:`logitcache.format.lease`): a
+writer opened with ``lease=`` checks it before every manifest write and refuses once it is lost,
+and removes a crashed run's orphans only under it (:func:`open_leased_writer`).
+
 A crash between 2 and 3 leaves an orphan file that no reader sees; the next run deletes it and
 redoes the unit. A crash anywhere else leaves the previous manifest, which is always readable.
 """
@@ -21,7 +25,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +35,9 @@ from logitcache.format.manifest import Manifest, ShardInfo
 from logitcache.format.shard import table_to_parquet_bytes
 from logitcache.format.version import MANIFEST_NAME, SHARD_DIR
 from logitcache.storage import Store
+
+if TYPE_CHECKING:
+    from logitcache.format.lease import Lease
 
 log = logging.getLogger(__name__)
 _UNIT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -73,9 +80,10 @@ def read_manifest(store: Store) -> Manifest | None:
 class CacheWriter:
     """The single committer of a cache's manifest. Create with :meth:`open`."""
 
-    def __init__(self, store: Store, manifest: Manifest):
+    def __init__(self, store: Store, manifest: Manifest, lease: Lease | None = None):
         self.store = store
         self.manifest = manifest
+        self.lease = lease
 
     @classmethod
     def open(
@@ -85,6 +93,7 @@ class CacheWriter:
         storage_options: str | Mapping[str, Any] | None = None,
         *,
         allow_corpus_change: bool = False,
+        lease: Lease | None = None,
     ) -> CacheWriter:
         """Start a new cache at ``uri`` or resume the one there if it was built the same way."""
         store = Store.open(uri, storage_options)
@@ -92,7 +101,7 @@ class CacheWriter:
         if existing is None:
             header.shards = []
             header.status = "building"
-            writer = cls(store, header)
+            writer = cls(store, header, lease)
             writer._write_manifest()
             log.info("started new cache at %s", store.uri)
             return writer
@@ -110,7 +119,7 @@ class CacheWriter:
         if allow_corpus_change:
             existing.corpus = header.corpus
         existing.extra = {**existing.extra, **header.extra}
-        writer = cls(store, existing)
+        writer = cls(store, existing, lease)
         log.info(
             "resuming cache at %s: %d units already committed", store.uri, len(existing.shards)
         )
@@ -122,6 +131,8 @@ class CacheWriter:
 
     def commit(self, infos: Sequence[ShardInfo]) -> None:
         """List freshly written shards in the manifest; a unit already present is refused."""
+        if self.lease is not None:
+            self.lease.check()
         if not infos:
             return
         units = self.committed_units
@@ -171,5 +182,27 @@ class CacheWriter:
     def _write_manifest(self) -> None:
         from logitcache.format.manifest import _now
 
+        if self.lease is not None:
+            self.lease.check()  # never write the manifest once another builder may own it
         self.manifest.updated_at = _now()
         self.store.write_bytes(MANIFEST_NAME, self.manifest.to_json())
+
+
+def open_leased_writer(
+    uri: str,
+    header: Manifest,
+    storage_options: str | Mapping[str, Any] | None = None,
+    *,
+    lease: Lease,
+    allow_corpus_change: bool = False,
+) -> CacheWriter:
+    """Open a cache for writing while holding ``lease``; then clear a crashed run's orphans.
+
+    Orphan cleanup is only safe under the lease: another builder's uncommitted shards look
+    exactly like orphans.
+    """
+    writer = CacheWriter.open(
+        uri, header, storage_options, allow_corpus_change=allow_corpus_change, lease=lease
+    )
+    writer.cleanup_orphans()
+    return writer

@@ -7,6 +7,8 @@ point a reader at ``../`` or another bucket.
 
 Writes are atomic per file: on a local disk the bytes go to a hidden temporary name, are
 fsync'ed and renamed into place; on object stores a single PUT is already all-or-nothing.
+Conditional writes (create-if-absent, replace-if-unchanged; :mod:`.conditional`) serve the
+write lease of the commit protocol.
 """
 
 from __future__ import annotations
@@ -189,6 +191,33 @@ class Store:
             name = posixpath.basename(str(entry).rstrip("/"))
             out.append(f"{rel_dir.rstrip('/')}/{name}")
         return sorted(out)
+
+    # -- conditional writes (see logitcache.storage.conditional) -------------------------------
+    @property
+    def atomic_conditional_writes(self) -> bool:
+        """False where conditional writes fall back to write-then-read-back (a narrow race)."""
+        from logitcache.storage.conditional import backend_for
+
+        return backend_for(self).atomic
+
+    def read_versioned(self, rel: str) -> tuple[bytes, str] | None:
+        """``(bytes, version)`` of ``rel``, or None if it does not exist."""
+        from logitcache.storage.conditional import backend_for
+
+        return backend_for(self).read(rel)
+
+    def create_exclusive(self, rel: str, data: bytes) -> str:
+        """Create ``rel`` only if it does not exist; its version. Raises WriteConflictError."""
+        from logitcache.storage.conditional import backend_for
+
+        return backend_for(self).create(rel, data)
+
+    def replace_if(self, rel: str, data: bytes, version: str) -> str:
+        """Replace ``rel`` only if it still has ``version``; the new version. Raises
+        WriteConflictError if another writer changed or removed it first."""
+        from logitcache.storage.conditional import backend_for
+
+        return backend_for(self).replace(rel, data, version)
 
     def invalidate(self) -> None:
         """Forget cached listings (object stores cache them; another writer may have changed)."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from logitcache.catalog import LeaseConfig, prepare_build
+from logitcache.catalog import prepare_build
 from logitcache.codecs import CodecContext, get_codec
 from logitcache.format import Manifest, write_shard
+from logitcache.format.lease import LeaseConfig
 from logitcache.format.shard import encode_table
 
 CTX = CodecContext(vocab_size=300, top_k=4, rs_samples=0)

@@ -20,16 +20,10 @@ from catalog_helpers import catalog_build, header, make_units
 from fsspec.implementations.local import LocalFileSystem
 
 import logitcache
-from logitcache.catalog import (
-    Catalog,
-    LeaseConfig,
-    acquire_lease,
-    catalog_key,
-    prepare_build,
-    read_lease,
-)
+from logitcache.catalog import Catalog, catalog_key, prepare_build
 from logitcache.cli import main as cli_main
 from logitcache.errors import LeaseHeldError, LeaseLostError, StorageError
+from logitcache.format.lease import LeaseConfig, acquire_lease, read_lease
 
 HERE = Path(__file__).resolve().parent
 
@@ -182,7 +176,7 @@ CRASHING_BUILDER = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from catalog_helpers import catalog_build, make_units
     from conftest import make_samples
-    from logitcache.catalog import LeaseConfig
+    from logitcache.format.lease import LeaseConfig
 
     def hang(name):
         print("committed", name, flush=True)
@@ -216,7 +210,7 @@ def test_crashed_builder_lease_expires_and_next_build_resumes(tmp_path, sample_f
 
 
 def test_lease_of_a_builder_on_another_host_holds_until_it_expires(tmp_path):
-    from logitcache.catalog.lease import LEASE_NAME, LeaseRecord
+    from logitcache.format.lease import LEASE_NAME, LeaseRecord
     from logitcache.storage import Store
 
     store = Store.open(str(tmp_path / "cache"))
@@ -283,17 +277,17 @@ def test_read_only_access_reads_finds_and_reuses(tmp_path, sample_factory):
 def test_plain_out_builds_take_the_lease_too(tmp_path, sample_factory):
     from catalog_helpers import CTX
 
-    from logitcache.catalog import open_build_target
     from logitcache.codecs import get_codec
     from logitcache.format import write_shard
     from logitcache.format.shard import encode_table
+    from logitcache.format.target import open_write_target
 
     out = str(tmp_path / "cache")
     units = make_units(sample_factory, ["u-0", "u-1"])
-    first = open_build_target(out, header("fp-1"))
-    assert first.action == "new" and first.key is None
+    first = open_write_target(out, header("fp-1"))
+    assert first.action == "new"
     with pytest.raises(LeaseHeldError):
-        open_build_target(out, header("fp-1"), lease=LeaseConfig(wait_s=0))
+        open_write_target(out, header("fp-1"), lease=LeaseConfig(wait_s=0))
     writer = first.open_writer(header("fp-1"))
     name, samples = next(iter(units.items()))
     writer.commit([write_shard(writer.store, name, encode_table(samples, get_codec("raw"), CTX))])
@@ -301,7 +295,7 @@ def test_plain_out_builds_take_the_lease_too(tmp_path, sample_factory):
     with pytest.raises(LeaseLostError, match="released"):
         writer.commit([])  # a writer without its lease may not touch the manifest
 
-    second = open_build_target(out, header("fp-1"))
+    second = open_write_target(out, header("fp-1"))
     assert second.action == "resume"
     with second:
         writer = second.open_writer(header("fp-1"))

@@ -89,3 +89,138 @@ def test_storage_options_errors_say_how_to_fix():
 def test_credentials_never_reach_the_uri():
     assert redact_uri("s3://AKIA:secret@bucket/x") == "s3://bucket/x"
     assert "secret" not in Store.open("memory://user:secret@host/x").uri
+
+
+# -- conditional writes (the write lease's primitives) ------------------------------------------
+
+
+def test_create_exclusive_once(cache_uri):
+    from logitcache.errors import WriteConflictError
+
+    store = Store.open(cache_uri)
+    assert store.read_versioned("_lock.json") is None
+    v1 = store.create_exclusive("_lock.json", b"first")
+    assert store.read_versioned("_lock.json") == (b"first", v1)
+    with pytest.raises(WriteConflictError):
+        store.create_exclusive("_lock.json", b"second")
+    assert store.read_versioned("_lock.json")[0] == b"first"
+
+
+def test_replace_if_only_with_the_current_version(cache_uri):
+    from logitcache.errors import WriteConflictError
+
+    store = Store.open(cache_uri)
+    v1 = store.create_exclusive("_lock.json", b"one")
+    v2 = store.replace_if("_lock.json", b"two", v1)
+    assert v2 != v1 and store.read_versioned("_lock.json") == (b"two", v2)
+    with pytest.raises(WriteConflictError):  # stale version: someone else changed it first
+        store.replace_if("_lock.json", b"three", v1)
+    store.delete("_lock.json")
+    with pytest.raises(WriteConflictError):  # vanished since read
+        store.replace_if("_lock.json", b"four", v2)
+    assert store.atomic_conditional_writes
+
+
+def test_racing_creators_exactly_one_wins(cache_uri):
+    import threading
+
+    from logitcache.errors import WriteConflictError
+
+    store = Store.open(cache_uri)
+    wins, losses = [], []
+    barrier = threading.Barrier(4)
+
+    def go(i):
+        barrier.wait()
+        try:
+            store.create_exclusive("_lock.json", f"writer {i}".encode())
+            wins.append(i)
+        except WriteConflictError:
+            losses.append(i)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == 3
+    assert store.read_versioned("_lock.json")[0] == f"writer {wins[0]}".encode()
+
+
+def test_s3_conflict_recognised_by_error_code_not_message(s3_bucket):
+    from botocore.exceptions import ClientError
+
+    from logitcache.storage.conditional import S3_CONFLICT_CODES, s3_error_code
+
+    err = ClientError(
+        {"Error": {"Code": "PreconditionFailed", "Message": "nope"}, "ResponseMetadata": {}},
+        "PutObject",
+    )
+    wrapped = OSError(22, "At least one of the pre-conditions you specified did not hold")
+    wrapped.__cause__ = err
+    assert s3_error_code(wrapped) == "PreconditionFailed" in S3_CONFLICT_CODES
+    # A failure that is not a lost race stays an error: the bucket does not exist.
+    store = Store.open(f"s3://{s3_bucket}-missing/c")
+    with pytest.raises(OSError) as info:
+        store.replace_if("_lock.json", b"x", '"etag"')
+    assert s3_error_code(info.value) not in S3_CONFLICT_CODES
+    assert not isinstance(info.value, FileExistsError)
+
+
+def _generic_store():
+    """A filesystem logitcache has no conditional writes for (fsspec's DirFileSystem over
+    memory): the write-then-read-back fallback."""
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem(
+        "dir", path=f"/generic-{uuid.uuid4().hex[:8]}", fs=fsspec.filesystem("memory")
+    )
+    return Store(uri="dir://generic", fs=fs, root="cache")
+
+
+def test_generic_fallback_keeps_the_sequential_rules(monkeypatch):
+    from logitcache.errors import WriteConflictError
+    from logitcache.storage import conditional
+
+    monkeypatch.setattr(conditional.GenericBackend, "settle_s", 0.0)
+    store = _generic_store()
+    assert not store.atomic_conditional_writes
+    v1 = store.create_exclusive("_lock.json", b"one")
+    with pytest.raises(WriteConflictError):
+        store.create_exclusive("_lock.json", b"again")
+    v2 = store.replace_if("_lock.json", b"two", v1)
+    with pytest.raises(WriteConflictError):
+        store.replace_if("_lock.json", b"three", v1)
+    assert store.read_versioned("_lock.json") == (b"two", v2)
+
+
+def test_generic_fallback_detects_a_writer_that_overwrote_it(monkeypatch):
+    from logitcache.errors import WriteConflictError
+    from logitcache.storage import conditional
+
+    store = _generic_store()
+    # Another builder's write lands while this one waits to read its own bytes back.
+    monkeypatch.setattr(
+        conditional.time, "sleep", lambda s: store.write_bytes("_lock.json", b"theirs")
+    )
+    with pytest.raises(WriteConflictError, match="overwritten"):
+        store.create_exclusive("_lock.json", b"ours")
+
+
+def test_lease_on_the_generic_fallback_warns_and_works(monkeypatch, caplog):
+    from logitcache.errors import LeaseHeldError
+    from logitcache.format.lease import LeaseConfig, acquire_lease, read_lease
+    from logitcache.storage import conditional
+
+    monkeypatch.setattr(conditional.GenericBackend, "settle_s", 0.0)
+    store = _generic_store()
+    with caplog.at_level("WARNING"):
+        held = acquire_lease(store, LeaseConfig(ttl_s=30), heartbeat=False)
+    assert "no conditional writes" in caplog.text
+    with pytest.raises(LeaseHeldError):
+        acquire_lease(store, LeaseConfig(ttl_s=30), heartbeat=False)
+    held.release()
+    assert read_lease(store).released
+    acquire_lease(store, LeaseConfig(ttl_s=30), heartbeat=False).release()

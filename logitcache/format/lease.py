@@ -1,20 +1,16 @@
-"""A write lease on one cache directory: exactly one builder writes, the others wait or refuse.
+"""The write lease of the commit protocol: exactly one writer per cache, the others wait or
+refuse.
 
 The lease is a small JSON file (``_lease.json``) next to the manifest. It names its owner
 (host, pid, a random id), when it was taken and when it expires; a heartbeat thread renews it
 while the build runs. A builder that crashed stops renewing, its lease expires, and the next
-builder takes it over and resumes the cache (the commit protocol makes that safe).
+builder takes it over and resumes the cache (the commit protocol makes that safe). Releasing
+marks the record ``released`` (the next builder takes it at once); the file stays.
 
-Every change is a *conditional* write, so two builders racing for the same lease cannot both
-win:
-
-- local disk: creation with ``O_CREAT | O_EXCL``; takeover, renewal and release under an
-  exclusive ``flock`` on ``_lease.lock`` after checking that the lease is still the one read.
-- S3: ``PutObject`` with ``If-None-Match: *`` to create and ``If-Match: <etag>`` to take over,
-  renew or release (AWS supports both since 2024; s3fs exposes them; moto honours them).
-- ``memory://``: check-and-set under a process-wide lock (the filesystem is per-process).
-- any other filesystem: an existence check, a write, then a read-back that confirms the owner
-  id. Weaker (a narrow race remains); logged once as a warning.
+Every change -- take, take over, renew, release -- is a conditional write of the store
+(:mod:`logitcache.storage.conditional`: create-if-absent, replace-if-unchanged), so of two
+builders racing for one lease exactly one wins. On filesystems without real conditional writes
+the store falls back to write-then-read-back and this module logs a warning.
 
 Expiry compares wall clocks of different hosts: keep the TTL far above their clock skew
 (the default is 120 s, renewed every 30 s).
@@ -22,10 +18,7 @@ Expiry compares wall clocks of different hosts: keep the TTL far above their clo
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import errno
-import hashlib
 import json
 import logging
 import os
@@ -33,18 +26,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from logitcache.errors import ConfigError, LeaseHeldError, LeaseLostError
+from logitcache.errors import ConfigError, LeaseHeldError, LeaseLostError, WriteConflictError
 from logitcache.storage import Store
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "_lease.json"
-LOCK_NAME = "_lease.lock"
-_MEMORY_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +69,10 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
-# Leases this process released but could not delete: a later attempt from this same process
-# may take them over at once.
+# Owner ids of leases this process gave up but could not mark released (the store was down).
+# Process-wide on purpose: it records what *this process* abandoned, so that a later attempt
+# from the same process (whose pid still reads as alive) may take them over at once instead of
+# waiting out the TTL. It only ever grows by one id per failed release.
 _ABANDONED: set[str] = set()
 
 
@@ -152,187 +145,6 @@ class LeaseRecord:
             return None
 
 
-class _Conflict(Exception):
-    """A conditional write lost: someone else changed the lease first."""
-
-
-# -- conditional-write backends --------------------------------------------------------------
-# Each backend reads (record bytes, version) and writes conditionally on a version; ``version``
-# is opaque (an S3 ETag, or a hash of the bytes elsewhere).
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class _Backend:
-    def __init__(self, store: Store, rel: str):
-        self.store = store
-        self.rel = rel
-        self.path = store.path(rel)
-
-    def read(self) -> tuple[bytes, str] | None:
-        try:
-            data = self.store.fs.cat_file(self.path)
-        except FileNotFoundError:
-            return None
-        return data, _digest(data)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        yield
-
-    def create(self, data: bytes) -> str:
-        with self._locked():
-            if self.store.fs.exists(self.path):
-                raise _Conflict
-            self.store.write_bytes(self.rel, data)
-        return self._confirm(data)
-
-    def replace(self, data: bytes, version: str) -> str:
-        with self._locked():
-            current = self.read()
-            if current is None or current[1] != version:
-                raise _Conflict
-            self.store.write_bytes(self.rel, data)
-        return self._confirm(data)
-
-    def delete(self, version: str) -> None:
-        with self._locked():
-            current = self.read()
-            if current is None or current[1] != version:
-                raise _Conflict
-            self.store.delete(self.rel)
-
-    def _confirm(self, data: bytes) -> str:
-        return _digest(data)
-
-
-class _GenericBackend(_Backend):
-    """No conditional writes available: write, wait a moment, read back and compare."""
-
-    def _confirm(self, data: bytes) -> str:
-        time.sleep(0.5)
-        self.store.invalidate()
-        current = self.read()
-        if current is None or current[0] != data:
-            raise _Conflict
-        return current[1]
-
-
-class _MemoryBackend(_Backend):
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with _MEMORY_LOCK:
-            yield
-
-
-class _LocalBackend(_Backend):
-    """O_EXCL creation; every other change under an exclusive flock on a side file."""
-
-    def __init__(self, store: Store, rel: str):
-        super().__init__(store, rel)
-        self.lock_path = store.path(LOCK_NAME)
-
-    def read(self) -> tuple[bytes, str] | None:
-        try:
-            with open(self.path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            return None
-        return data, _digest(data)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        import fcntl
-
-        os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the flock
-
-    def create(self, data: bytes) -> str:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with self._locked():
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                raise _Conflict from None
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return _digest(data)
-
-
-class _S3Backend(_Backend):
-    """S3 conditional writes: If-None-Match to create, If-Match (ETag) to change."""
-
-    def read(self) -> tuple[bytes, str] | None:
-        fs = self.store.fs
-        for _ in range(5):
-            try:
-                before = fs.info(self.path, refresh=True)["ETag"]
-                data = fs.cat_file(self.path)
-                after = fs.info(self.path, refresh=True)["ETag"]
-            except FileNotFoundError:
-                return None
-            if before == after:  # the bytes belong to this ETag
-                return data, after
-        raise LeaseHeldError(f"the lease {self.store.url(self.rel)} keeps changing; retry later")
-
-    def _put(self, data: bytes, **cond: str) -> str:
-        try:
-            out = self.store.fs.pipe_file(self.path, data, **cond)
-        except FileExistsError:
-            raise _Conflict from None
-        except OSError as exc:
-            if exc.errno == errno.EINVAL or "Precondition" in str(exc) or "412" in str(exc):
-                raise _Conflict from None
-            if isinstance(exc, FileNotFoundError):  # If-Match on a vanished key
-                raise _Conflict from None
-            raise
-        self.store.fs.invalidate_cache(self.path)
-        etag = out.get("ETag") if isinstance(out, Mapping) else None
-        return etag or self.store.fs.info(self.path, refresh=True)["ETag"]
-
-    def create(self, data: bytes) -> str:
-        return self._put(data, mode="create")
-
-    def replace(self, data: bytes, version: str) -> str:
-        return self._put(data, IfMatch=version)
-
-    def delete(self, version: str) -> None:
-        # Conditional DeleteObject is not universally supported: mark released instead, with
-        # If-Match, so only the holder can do it and the next builder takes it over at once.
-        current = self.read()
-        rec = LeaseRecord.from_bytes(current[0]) if current else None
-        if rec is None:
-            raise _Conflict
-        released = LeaseRecord(**{**rec.__dict__, "released": True, "expires": time.time()})
-        self.replace(released.to_bytes(), version)
-
-
-def _backend(store: Store, rel: str) -> _Backend:
-    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-    if store.is_local:
-        return _LocalBackend(store, rel)
-    if "memory" in protocols:
-        return _MemoryBackend(store, rel)
-    if {"s3", "s3a"} & set(protocols):
-        return _S3Backend(store, rel)
-    log.warning(
-        "%s has no conditional writes in logitcache; the write lease falls back to "
-        "write-then-read-back, which narrows but does not close the race between two builders",
-        store.uri,
-    )
-    return _GenericBackend(store, rel)
-
-
 # -- the lease --------------------------------------------------------------------------------
 
 
@@ -343,8 +155,8 @@ class Lease:
     store: Store
     record: LeaseRecord
     config: LeaseConfig
-    _backend: _Backend = field(repr=False)
     _version: str = field(repr=False)
+    rel: str = LEASE_NAME
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -362,9 +174,9 @@ class Lease:
             now = time.time()
             rec = LeaseRecord(**{**self.record.__dict__, "expires": now + self.config.ttl_s})
             try:
-                self._version = self._backend.replace(rec.to_bytes(), self._version)
+                self._version = self.store.replace_if(self.rel, rec.to_bytes(), self._version)
                 self.record = rec
-            except _Conflict:
+            except WriteConflictError:
                 self.lost = True
                 log.error(
                     "write lease on %s was taken over by another builder; stop writing",
@@ -413,9 +225,14 @@ class Lease:
         with self._mutex:
             if self.lost:
                 return
+            released = LeaseRecord(
+                **{**self.record.__dict__, "released": True, "expires": time.time()}
+            )
             try:
-                self._backend.delete(self._version)
-            except _Conflict:
+                # Marked released rather than deleted: conditional deletes are not available on
+                # every object store, and the next builder takes a released lease at once.
+                self.store.replace_if(self.rel, released.to_bytes(), self._version)
+            except WriteConflictError:
                 log.warning("write lease on %s was already taken over", self.store.uri)
             except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
                 # Releasing runs on error paths too (e.g. the store is down): never let it
@@ -441,7 +258,7 @@ class Lease:
 
 def read_lease(store: Store, rel: str = LEASE_NAME) -> LeaseRecord | None:
     """The current lease on ``store`` (possibly expired), or None."""
-    current = _backend(store, rel).read()
+    current = store.read_versioned(rel)
     return LeaseRecord.from_bytes(current[0]) if current else None
 
 
@@ -465,7 +282,12 @@ def acquire_lease(
         if isinstance(uri_or_store, Store)
         else Store.open(uri_or_store, storage_options)
     )
-    backend = _backend(store, LEASE_NAME)
+    if not store.atomic_conditional_writes:
+        log.warning(
+            "%s has no conditional writes in logitcache; the write lease falls back to "
+            "write-then-read-back, which narrows but does not close the race between two builders",
+            store.uri,
+        )
     owner_id = uuid.uuid4().hex
     deadline = time.monotonic() + config.wait_s
     waited = False
@@ -479,11 +301,11 @@ def acquire_lease(
             expires=now + config.ttl_s,
             purpose=purpose,
         )
-        current = backend.read()
+        current = store.read_versioned(LEASE_NAME)
         holder = LeaseRecord.from_bytes(current[0]) if current else None
         try:
             if current is None:
-                version = backend.create(record.to_bytes())
+                version = store.create_exclusive(LEASE_NAME, record.to_bytes())
             elif holder is None or holder.expired or holder.owner_gone:
                 if holder is not None and not holder.released:
                     log.warning(
@@ -492,10 +314,10 @@ def acquire_lease(
                         holder.describe(),
                         "has expired" if holder.expired else "is no longer running",
                     )
-                version = backend.replace(record.to_bytes(), current[1])
+                version = store.replace_if(LEASE_NAME, record.to_bytes(), current[1])
             else:
-                raise _Conflict
-        except _Conflict:
+                raise WriteConflictError(f"{store.uri}: the write lease is held")
+        except WriteConflictError:
             store.invalidate()
             if time.monotonic() >= deadline:
                 holder = read_lease(store) or holder
@@ -512,7 +334,7 @@ def acquire_lease(
                 waited = True
             time.sleep(min(config.poll_s, max(0.0, deadline - time.monotonic())) or 0.01)
             continue
-        lease = Lease(store=store, record=record, config=config, _backend=backend, _version=version)
+        lease = Lease(store=store, record=record, config=config, _version=version)
         log.info("holding write lease on %s (%s)", store.uri, record.describe())
         return lease.start_heartbeat() if heartbeat else lease
 
