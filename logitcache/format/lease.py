@@ -5,7 +5,7 @@ The lease is a small JSON file (``_lease.json``) next to the manifest. It names 
 (host, pid, a random id), when it was taken and when it expires; a heartbeat thread renews it
 while the build runs. A builder that crashed stops renewing, its lease expires, and the next
 builder takes it over and resumes the cache (the commit protocol makes that safe). Releasing
-marks the record ``released`` (the next builder takes it at once); the file stays.
+deletes the file, or on S3 marks it ``released`` (the next builder takes it at once).
 
 Every change -- take, take over, renew, release -- is a conditional write of the store
 (:mod:`logitcache.storage.conditional`: create-if-absent, replace-if-unchanged), so of two
@@ -225,13 +225,16 @@ class Lease:
         with self._mutex:
             if self.lost:
                 return
-            released = LeaseRecord(
-                **{**self.record.__dict__, "released": True, "expires": time.time()}
-            )
             try:
-                # Marked released rather than deleted: conditional deletes are not available on
-                # every object store, and the next builder takes a released lease at once.
-                self.store.replace_if(self.rel, released.to_bytes(), self._version)
+                if self.store.conditional_delete:
+                    self.store.delete_if(self.rel, self._version)
+                else:
+                    # S3: marked released instead (see logitcache.storage.conditional); the
+                    # next builder takes a released lease at once.
+                    released = LeaseRecord(
+                        **{**self.record.__dict__, "released": True, "expires": time.time()}
+                    )
+                    self.store.replace_if(self.rel, released.to_bytes(), self._version)
             except WriteConflictError:
                 log.warning("write lease on %s was already taken over", self.store.uri)
             except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway

@@ -124,10 +124,18 @@ class Store:
         return f"{self.uri}/{check_relative(rel)}"
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        try:
+            return self.fs.exists(self.path(rel))
+        except OSError as exc:
+            raise StorageError(f"checking {self.url(rel)} failed: {exc}") from exc
 
     def size(self, rel: str) -> int:
-        return int(self.fs.size(self.path(rel)))
+        try:
+            return int(self.fs.size(self.path(rel)))
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"reading the size of {self.url(rel)} failed: {exc}") from exc
 
     def read_bytes(self, rel: str) -> bytes:
         try:
@@ -178,6 +186,8 @@ class Store:
             self.fs.rm_file(self.path(rel))
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise StorageError(f"deleting {self.url(rel)} failed: {exc}") from exc
 
     def list(self, rel_dir: str) -> list[str]:
         """Relative paths of files directly under ``rel_dir`` (missing dir: empty list)."""
@@ -186,6 +196,11 @@ class Store:
             entries = self.fs.ls(base, detail=False)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StorageError(
+                f"listing {self.uri}/{rel_dir} failed: {exc}. Nothing was changed; re-run the "
+                "same command to resume once the store is reachable."
+            ) from exc
         out = []
         for entry in entries:
             name = posixpath.basename(str(entry).rstrip("/"))
@@ -199,6 +214,19 @@ class Store:
         from logitcache.storage.conditional import backend_for
 
         return backend_for(self).atomic
+
+    @property
+    def conditional_delete(self) -> bool:
+        """Whether :meth:`delete_if` is available (not on S3; see :mod:`.conditional`)."""
+        from logitcache.storage.conditional import backend_for
+
+        return backend_for(self).conditional_delete
+
+    def delete_if(self, rel: str, version: str) -> None:
+        """Delete ``rel`` only if it still has ``version``. Raises WriteConflictError."""
+        from logitcache.storage.conditional import backend_for
+
+        backend_for(self).delete(rel, version)
 
     def read_versioned(self, rel: str) -> tuple[bytes, str] | None:
         """``(bytes, version)`` of ``rel``, or None if it does not exist."""

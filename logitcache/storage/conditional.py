@@ -6,7 +6,11 @@ Three primitives, on every filesystem a :class:`~logitcache.storage.Store` opens
   elsewhere a sha256 of the bytes);
 - ``create_exclusive(rel, data)`` -> version; :class:`WriteConflictError` if the file exists;
 - ``replace_if(rel, data, version)`` -> new version; :class:`WriteConflictError` if the file
-  changed (or vanished) since ``version`` was read.
+  changed (or vanished) since ``version`` was read;
+- ``delete_if(rel, version)``: remove it only if unchanged -- except on S3, where conditional
+  ``DeleteObject`` is not honoured by every S3-compatible store (one that ignores ``If-Match``
+  would delete unconditionally), so ``conditional_delete`` is False there and callers mark the
+  file instead (the lease records ``released``).
 
 Of two writers racing on one file, exactly one wins. How, per filesystem:
 
@@ -67,6 +71,7 @@ class ConditionalBackend:
     """Check-then-write under a lock (``_locked``); subclasses supply the lock or do better."""
 
     atomic = True
+    conditional_delete = True
 
     def __init__(self, store: Store):
         self.store = store
@@ -96,6 +101,13 @@ class ConditionalBackend:
                 raise WriteConflictError(f"{self.store.url(rel)} changed since it was read")
             self.store.write_bytes(rel, data)
         return self._confirm(rel, data)
+
+    def delete(self, rel: str, version: str) -> None:
+        with self._locked(rel):
+            current = self.read(rel)
+            if current is None or current[1] != version:
+                raise WriteConflictError(f"{self.store.url(rel)} changed since it was read")
+            self.store.delete(rel)
 
     def _confirm(self, rel: str, data: bytes) -> str:
         return digest(data)
@@ -166,6 +178,8 @@ class LocalBackend(ConditionalBackend):
 class S3Backend(ConditionalBackend):
     """S3 conditional PUTs: ``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace."""
 
+    conditional_delete = False
+
     def read(self, rel: str) -> tuple[bytes, str] | None:
         fs, path = self.store.fs, self.store.path(rel)
         for _ in range(5):
@@ -202,6 +216,12 @@ class S3Backend(ConditionalBackend):
 
     def replace(self, rel: str, data: bytes, version: str) -> str:
         return self._put(rel, data, IfMatch=version)
+
+    def delete(self, rel: str, version: str) -> None:
+        raise NotImplementedError(
+            "conditional deletes are not used on S3 (not every S3-compatible store honours "
+            "If-Match on DeleteObject); check Store.conditional_delete and mark the file instead"
+        )
 
 
 def backend_for(store: Store) -> ConditionalBackend:

@@ -121,6 +121,23 @@ def test_replace_if_only_with_the_current_version(cache_uri):
     assert store.atomic_conditional_writes
 
 
+def test_delete_if_only_with_the_current_version(cache_uri):
+    from logitcache.errors import WriteConflictError
+
+    store = Store.open(cache_uri)
+    v1 = store.create_exclusive("_lock.json", b"one")
+    if not store.conditional_delete:  # S3: not every S3-compatible store honours it
+        assert cache_uri.startswith("s3://")
+        with pytest.raises(NotImplementedError):
+            store.delete_if("_lock.json", v1)
+        return
+    v2 = store.replace_if("_lock.json", b"two", v1)
+    with pytest.raises(WriteConflictError):
+        store.delete_if("_lock.json", v1)
+    store.delete_if("_lock.json", v2)
+    assert store.read_versioned("_lock.json") is None
+
+
 def test_racing_creators_exactly_one_wins(cache_uri):
     import threading
 
@@ -222,5 +239,5 @@ def test_lease_on_the_generic_fallback_warns_and_works(monkeypatch, caplog):
     with pytest.raises(LeaseHeldError):
         acquire_lease(store, LeaseConfig(ttl_s=30), heartbeat=False)
     held.release()
-    assert read_lease(store).released
+    assert read_lease(store) is None
     acquire_lease(store, LeaseConfig(ttl_s=30), heartbeat=False).release()
