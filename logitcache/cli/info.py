@@ -1,4 +1,9 @@
-"""``logitcache info CACHE [--json]``."""
+"""``logitcache info CACHE [--json]``: a summary to read; ``--json`` keeps everything.
+
+The text form names the codec by name and parameters; a fitted rank table (kilobytes of
+base64 inside lc1's spec) appears as its size and hash. ``--json`` prints the full codec
+section and spec, for scripts.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ def summary(cache) -> dict:
         "rs_samples": m.rs_samples,
         "seq_len": m.capture.get("seq_len"),
         "codec": m.codec["spec"],
+        "codec_params": dict(m.codec),
         "shards": len(m.shards),
         "sequences": m.num_sequences,
         "tokens": tokens,
@@ -38,7 +44,25 @@ def summary(cache) -> dict:
         "bytes_per_token": round(m.num_bytes / tokens, 2) if tokens else None,
         "corpus_fingerprint": m.corpus.get("fingerprint"),
         "created_at": m.created_at,
+        "manifest_checksum": m.integrity,
     }
+
+
+def codec_summary(spec: str) -> str:
+    """``name(key=value, ...)``, with a rank table shown as its id count, size and hash."""
+    from logitcache.codecs import get_codec
+
+    codec = get_codec(spec)
+    params = {k: v for k, v in codec.params.items() if k != "ranks"}
+    text = codec.name + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")")
+    ranks = str(codec.params.get("ranks") or "")
+    if ranks and ranks != "id":
+        d = codec.describe()
+        text += (
+            f"; rank table: {d.get('ranks_listed')} ids, {human_bytes(len(ranks))} in the spec, "
+            f"sha256 {str(d.get('ranks_sha256'))[:12]}"
+        )
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s))
         return 0
+    s["codec"] = codec_summary(s.pop("codec_params")["spec"])
     width = max(len(k) for k in s)
     for key, value in s.items():
         if key == "bytes":

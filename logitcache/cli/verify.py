@@ -27,4 +27,11 @@ def run(args: argparse.Namespace) -> int:
         f"{status}: {report.shards_checked} shards checked, {report.sequences} sequences, "
         f"{report.tokens} tokens verified"
     )
+    if report.manifest_integrity == "unchecked":
+        print(
+            "NOTE the manifest has no checksum (written before manifests carried one): its "
+            "descriptive fields are unchecked; the next build or commit into it adds one"
+        )
+    else:
+        print("manifest checksum OK")
     return 0 if report.ok else 1

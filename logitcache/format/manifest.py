@@ -4,18 +4,33 @@ It is JSON (readable by anything), written last and replaced atomically, so a sh
 for readers exactly when the manifest lists it. Sections are plain dicts so that new,
 optional fields can be added without a format bump; the fields readers rely on are checked
 in :func:`Manifest.from_dict`.
+
+The manifest carries a checksum of its own canonical content (``checksum``: sha256 of the
+manifest without that field, as compact JSON with sorted keys; docs/format.md), so a flipped
+byte in any field -- teacher name, stats, a shard entry -- is detected when it is read.
+Manifests written before the checksum existed still open; :attr:`Manifest.integrity` says
+``"unchecked"`` and readers log a note.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logitcache.errors import FormatVersionError, ManifestError
 from logitcache.format.version import ALIGNMENT, FORMAT_VERSION
 from logitcache.storage import check_relative
+
+log = logging.getLogger(__name__)
+
+CHECKSUM_FIELD = "checksum"
+CHECKSUM_PREFIX = "sha256:"
+_CHECKSUM_VALUE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Sections whose equality decides whether a re-run may resume into an existing cache.
 IDENTITY_SECTIONS = ("teacher", "tokenizer", "capture", "codec")
@@ -71,6 +86,9 @@ class Manifest:
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
     logitcache_version: str = ""
+    # How the content was checked when read: "verified" (its checksum matched), "unchecked"
+    # (written before manifests had one), or "new" (built here, not read). Not serialised.
+    integrity: str = field(default="new", compare=False)
 
     def __post_init__(self) -> None:
         self.capture.setdefault("alignment", ALIGNMENT)
@@ -144,7 +162,10 @@ class Manifest:
         return {k: d[k] for k in order}
 
     def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n").encode()
+        """The manifest file: its fields, then ``checksum`` over their canonical content."""
+        d = self.to_dict()
+        d[CHECKSUM_FIELD] = content_checksum(d)
+        return (json.dumps(d, indent=1, sort_keys=False) + "\n").encode()
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "manifest") -> Manifest:
@@ -160,6 +181,7 @@ class Manifest:
                 f"{where} has format_version {version}, newer than {FORMAT_VERSION} which this "
                 "logitcache understands; upgrade logitcache (pip install -U logitcache)."
             )
+        integrity = check_integrity(d, where)
         for section in ("teacher", "tokenizer", "capture", "codec"):
             if not isinstance(d.get(section), dict):
                 raise ManifestError(f"{where} lacks the {section!r} section")
@@ -187,6 +209,7 @@ class Manifest:
             created_at=str(d.get("created_at", "")),
             updated_at=str(d.get("updated_at", "")),
             logitcache_version=str(d.get("logitcache_version", "")),
+            integrity=integrity,
         )
 
     @classmethod
@@ -199,6 +222,52 @@ class Manifest:
                 "Restore it from a copy, or rebuild the cache."
             ) from None
         return cls.from_dict(parsed, where)
+
+
+def canonical_json(d: dict[str, Any]) -> bytes:
+    """The canonical bytes of a manifest's content: every field but ``checksum``, as JSON with
+    sorted keys, no whitespace, ASCII only (``\\uXXXX`` escapes, lowercase hex)."""
+    content = {k: v for k, v in d.items() if k != CHECKSUM_FIELD}
+    return json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def content_checksum(d: dict[str, Any]) -> str:
+    return CHECKSUM_PREFIX + hashlib.sha256(canonical_json(d)).hexdigest()
+
+
+def check_integrity(d: dict[str, Any], where: str) -> str:
+    """``"verified"`` if the manifest's checksum matches its content, ``"unchecked"`` if it has
+    none (written before manifests carried one); else raise :class:`ManifestError`."""
+    recorded = d.get(CHECKSUM_FIELD)
+    if recorded is None:
+        damaged = [k for k, v in d.items() if isinstance(v, str) and _CHECKSUM_VALUE.match(v)]
+        if damaged:  # the checksum is there under a changed name: the key itself was hit
+            raise ManifestError(
+                f"{where}: its checksum is stored under the key {damaged[0]!r} instead of "
+                f"{CHECKSUM_FIELD!r}: the manifest was corrupted after it was written. Restore "
+                "it from a copy, or rebuild the cache."
+            )
+        log.info(
+            "%s has no checksum (written by logitcache %s, before manifests carried one): its "
+            "descriptive fields are not integrity-checked; shards still are, by their sha256",
+            where,
+            d.get("logitcache_version") or "?",
+        )
+        return "unchecked"
+    try:
+        actual = content_checksum(d)
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{where}: content cannot be checksummed ({exc})") from None
+    if recorded != actual:
+        raise ManifestError(
+            f"{where} does not match its checksum ({str(recorded)[:19]}... recorded, "
+            f"{actual[:19]}... computed): the manifest was changed or corrupted after it was "
+            "written. Restore it from a copy, or rebuild the cache; if you edited it by hand, "
+            "delete the 'checksum' field to open it unchecked."
+        )
+    return "verified"
 
 
 def _diff(a: Any, b: Any, prefix: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Full integrity check of a cache: every byte of every shard against the manifest."""
+"""Full integrity check of a cache: the manifest against its own checksum (when it is read),
+then every byte of every shard against the manifest."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class VerifyReport:
     sequences: int = 0
     tokens: int = 0
     problems: list[ShardProblem] = field(default_factory=list)
+    # "verified": the manifest matched its own checksum (a mismatch refuses the cache before
+    # verify starts); "unchecked": written before manifests carried one.
+    manifest_integrity: str = "verified"
 
     @property
     def ok(self) -> bool:
@@ -75,7 +79,7 @@ def _check_shard(cache: Cache, shard, ids_out: list[str]) -> Iterator[ShardProbl
 
 def verify_cache(cache: Cache, progress=None) -> VerifyReport:
     """Check size, sha256, schema, row and token counts, decodability, and unique sample ids."""
-    report = VerifyReport()
+    report = VerifyReport(manifest_integrity=cache.manifest.integrity)
     seen: dict[str, str] = {}
     for shard in cache.shards:
         ids: list[str] = []

@@ -89,3 +89,28 @@ def test_missing_cache_is_a_clear_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "no cache at" in proc.stderr and "manifest.json not found" in proc.stderr
+
+
+def test_info_text_summarises_a_fitted_codec_json_keeps_it(tmp_path, sample_factory, capsys):
+    ctx = CodecContext(vocab_size=500, top_k=4, rs_samples=0)
+    codec = get_codec("lc1").calibrate(sample_factory(ctx, seed=0), ctx)
+    assert len(codec.spec) > 200  # the fitted rank table travels inside the spec
+    uri = str(tmp_path / "lc1")
+    header = Manifest(
+        teacher={"name": "tiny"},
+        tokenizer={"name": "tiny", "vocab_size": 500},
+        capture={"top_k": 4, "rs_samples": 0, "seq_len": 16},
+        codec=codec.describe(),
+    )
+    writer = CacheWriter.open(uri, header)
+    writer.commit([write_shard(writer.store, "u0", encode_table(sample_factory(ctx), codec, ctx))])
+    writer.finish()
+    assert main(["info", uri]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("codec"))
+    assert len(line) < 200 and "lc1(step=" in line and "rank table:" in line, line
+    assert codec.describe()["ranks_sha256"][:12] in line
+    assert "manifest_checksum" in out and "verified" in out
+    assert main(["info", uri, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["codec"] == codec.spec and info["codec_params"]["ranks_sha256"]

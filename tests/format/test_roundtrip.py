@@ -126,6 +126,7 @@ def test_manifest_path_outside_root_is_refused(tmp_path, bad):
     path = tmp_path / "c" / "manifest.json"
     d = json.loads(path.read_text())
     d["shards"] = [{"path": bad, "unit": "u", "rows": 1, "tokens": 1, "bytes": 1, "sha256": "0"}]
+    d.pop("checksum")  # a hostile manifest need not carry one
     path.write_text(json.dumps(d))
     with pytest.raises(ManifestError, match="cache root|relative path"):
         logitcache.open_cache(str(tmp_path / "c"))
@@ -142,3 +143,40 @@ def test_newer_format_version_is_refused(tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(FormatVersionError, match="upgrade logitcache"):
         logitcache.open_cache(str(tmp_path / "c"))
+
+
+def test_manifest_checksum_detects_a_flipped_byte_anywhere(tmp_path):
+    """Every single-bit change of every byte of a written manifest is refused on read."""
+    ctx = CodecContext(vocab_size=100, top_k=3)
+    CacheWriter.open(str(tmp_path / "c"), header(ctx))
+    path = tmp_path / "c" / "manifest.json"
+    raw = path.read_bytes()
+    assert logitcache.open_cache(str(tmp_path / "c")).manifest.integrity == "verified"
+    undetected = []
+    for at in range(len(raw)):
+        for bit in (0x01, 0x20):
+            flipped = bytearray(raw)
+            flipped[at] ^= bit
+            try:
+                Manifest.from_json(bytes(flipped))
+            except ManifestError:
+                continue
+            undetected.append((at, bit, raw[at : at + 1]))
+    assert not undetected, undetected[:5]
+
+
+def test_manifest_without_checksum_opens_unchecked_with_a_note(tmp_path, caplog):
+    ctx = CodecContext(vocab_size=100, top_k=3)
+    CacheWriter.open(str(tmp_path / "c"), header(ctx))
+    path = tmp_path / "c" / "manifest.json"
+    d = json.loads(path.read_text())
+    del d["checksum"]  # as written before manifests carried one
+    path.write_text(json.dumps(d, indent=1))
+    with caplog.at_level("INFO"):
+        cache = logitcache.open_cache(str(tmp_path / "c"))
+    assert cache.manifest.integrity == "unchecked"
+    assert "no checksum" in caplog.text
+    # The next commit writes it with a checksum.
+    writer = CacheWriter.open(str(tmp_path / "c"), header(ctx))
+    writer.finish()
+    assert logitcache.open_cache(str(tmp_path / "c")).manifest.integrity == "verified"

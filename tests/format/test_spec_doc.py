@@ -32,3 +32,13 @@ def test_every_manifest_field_the_writer_emits_is_documented():
     emitted = Manifest.from_dict(_example_manifest()).to_dict()
     for key in emitted:
         assert f"`{key}" in text, f"manifest key {key!r} is not documented in docs/format.md"
+
+
+def test_example_manifest_checksum_is_the_specified_one():
+    import hashlib
+
+    d = _example_manifest()
+    content = {k: v for k, v in d.items() if k != "checksum"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert d["checksum"] == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    assert Manifest.from_dict(d).integrity == "verified"

@@ -46,7 +46,7 @@ def cache(pristine, tmp_path):
     return uri
 
 
-def _flip_in_manifest(uri: str, shard_index: int, field: str) -> str:
+def _flip_in_manifest(uri: str, shard_index: int, field: str, rechecksum: bool = True) -> str:
     """Change one byte of ``shards[i][field]`` in the raw manifest text; return the shard path."""
     path = os.path.join(uri, "manifest.json")
     raw = open(path, "rb").read()
@@ -58,9 +58,24 @@ def _flip_in_manifest(uri: str, shard_index: int, field: str) -> str:
         at = raw.index(needle) + len(needle) - 1
     old = raw[at : at + 1]
     new = {b"0": b"1"}.get(old, b"0") if old.isdigit() else (b"a" if old != b"a" else b"b")
-    open(path, "wb").write(raw[:at] + new + raw[at + 1 :])
+    flipped = raw[:at] + new + raw[at + 1 :]
+    if rechecksum:  # a writer that recorded a wrong entry: the manifest's own checksum agrees
+        from logitcache.format.manifest import content_checksum
+
+        d = json.loads(flipped)
+        flipped = flipped.replace(d["checksum"].encode(), content_checksum(d).encode())
+    open(path, "wb").write(flipped)
     assert value  # the field existed
     return entry["path"]
+
+
+@pytest.mark.parametrize("field", ["rows", "sha256"])
+def test_flipped_manifest_byte_fails_its_checksum(cache, field, capsys):
+    _flip_in_manifest(cache, 1, field, rechecksum=False)
+    with pytest.raises(ManifestError, match="does not match its checksum"):
+        open_cache(cache)
+    assert main(["verify", cache]) != 0
+    assert "checksum" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("field", ["rows", "tokens", "bytes", "sha256", "path"])
