@@ -77,6 +77,56 @@ def _dataset_for_rank(
     )
 
 
+def _fusable(model, cfg: LossConfig) -> tuple[bool, float | None]:
+    """(use the fused loss?, its logit soft-cap): yes for the default ``impl="fused"`` when
+    the fused loss exists, the model's forward can skip its logits (``logits_to_keep``), and
+    its logits equal the output layer on the last hidden state (checked on a few positions)."""
+    import inspect
+
+    if getattr(cfg, "impl", None) != "fused":
+        return False, None
+    try:
+        from logitcache.losses import fused_loss  # noqa: F401
+        from logitcache.train.objective import check_fusable
+    except ImportError:
+        return False, None
+    try:
+        params = inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return False, None
+    if "logits_to_keep" not in params:
+        log.info("%s cannot skip its logits; using the dense loss", type(model).__name__)
+        return False, None
+    from logitcache.errors import ConfigError as _ConfigError
+
+    try:
+        softcap = check_fusable(model)
+    except _ConfigError as exc:
+        log.info("dense loss: %s", exc)
+        return False, None
+    head = model.get_output_embeddings()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ids = torch.arange(8, device=head.weight.device)[None] % head.weight.shape[0]
+            out = model(input_ids=ids, output_hidden_states=True)
+            if getattr(out, "hidden_states", None) is None:
+                return False, None
+            z = out.hidden_states[-1].float() @ head.weight.float().t()
+            if getattr(head, "bias", None) is not None:
+                z = z + head.bias.float()
+            if softcap:
+                z = torch.tanh(z / softcap) * softcap
+            same = torch.allclose(z, out.logits.float(), rtol=1e-3, atol=1e-3)
+    finally:
+        model.train(was_training)
+    if not same:
+        log.info("%s: hidden_states[-1] is not the output layer's input; dense loss", type(model))
+        return False, None
+    return True, softcap
+
+
 class DistillationMixin:
     """The cache-driven parts of :class:`DistillationTrainer`, for any ``Trainer`` subclass
     (TRL's ``SFTTrainer`` in :mod:`logitcache.integrations.trl`). Put it first in the bases."""
@@ -124,6 +174,8 @@ class DistillationMixin:
             pin_memory=bool(args_.dataloader_pin_memory) and torch.cuda.is_available(),
         )
         self._metric_sums: torch.Tensor | None = None
+        self._fused: bool | None = None
+        self._softcap: float | None = None
         if args_.max_steps is None or args_.max_steps <= 0:
             args_.max_steps = self._steps_for_epochs(float(args_.num_train_epochs))
             log.info(
@@ -189,14 +241,47 @@ class DistillationMixin:
         return batches, items
 
     # -- loss -----------------------------------------------------------------------------
+    @property
+    def fused(self) -> bool:
+        """Whether the loss runs fused with the output layer (no ``[B, T, V]`` logits)."""
+        if self._fused is None:
+            self._fused, self._softcap = _fusable(self.model, self.loss_config)
+        return self._fused
+
     def student_loss(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict, Any]:
-        """Mean loss over this batch's target positions, its metrics and the model outputs."""
-        outputs = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
-        )
-        loss, metrics = compute_loss(
-            outputs.logits, inputs, self.loss_config, vocab_size=self.manifest.vocab_size
-        )
+        """Mean loss over this batch's target positions, its metrics and the model outputs.
+
+        Fused (the default for a transformers causal LM whose logits are its output layer
+        applied to the last hidden state): the forward goes through ``model`` (so DDP sees
+        it) but keeps no logits, and :func:`logitcache.losses.fused_loss` applies the output
+        layer chunk by chunk. Otherwise the dense :func:`logitcache.losses.compute_loss`.
+        """
+        ids, attn = inputs["input_ids"], inputs["attention_mask"]
+        v = self.manifest.vocab_size
+        if self.fused:
+            from logitcache.losses import fused_loss
+
+            none = torch.zeros(0, dtype=torch.long, device=ids.device)
+            outputs = model(
+                input_ids=ids,
+                attention_mask=attn,
+                use_cache=False,
+                output_hidden_states=True,
+                logits_to_keep=none,
+            )
+            head = self.model.get_output_embeddings()
+            loss, metrics = fused_loss(
+                outputs.hidden_states[-1],
+                head.weight,
+                inputs,
+                self.loss_config,
+                bias=getattr(head, "bias", None),
+                vocab_size=v,
+                softcap=self._softcap,
+            )
+            return loss, metrics, outputs
+        outputs = model(input_ids=ids, attention_mask=attn, use_cache=False)
+        loss, metrics = compute_loss(outputs.logits, inputs, self.loss_config, vocab_size=v)
         return loss, metrics, outputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -418,3 +418,8 @@ def test_converted_cache_trains_with_the_loader_and_distillation_trainer(tmp_pat
     trainer.train()
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
     assert json.loads(json.dumps(m.extra["provenance"]))["tail"].startswith("derived")
+    # and our own trainer
+    assert cli(["train", "--cache", str(out), "--student", "tiny", "--out", str(tmp_path / "lc"),
+                "--steps", "2", "--batch-size", "4", "--device", "cpu", "--eval-every", "2",
+                "--heldout-fraction", "0.3"]) == 0  # fmt: skip
+    assert (tmp_path / "lc" / "student" / "config.json").exists()

@@ -31,7 +31,9 @@ def main(cache: str, out: str) -> None:
     trainer = Recording(model=student, args=args, cache=cache, loss=LossConfig(alpha=0.1))
     trainer.train()
     rank = trainer.args.process_index
-    Path(out, f"seen-{rank}.json").write_text(json.dumps(trainer.seen))
+    params = sum(float(p.double().sum()) for p in trainer.model.parameters())
+    record = {"seen": trainer.seen, "params": params, "fused": trainer.fused}
+    Path(out, f"seen-{rank}.json").write_text(json.dumps(record))
     trainer.save_model(str(Path(out) / "student"))
 
 

@@ -211,10 +211,38 @@ def test_torchrun_two_ranks_see_every_sample_exactly_once_per_epoch(int_cache, t
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((out / f"seen-{r}.json").read_text()) for r in range(2)]
+    records = [json.loads((out / f"seen-{r}.json").read_text()) for r in range(2)]
+    # gradients were all-reduced: both ranks hold the same student (fused or dense loss)
+    assert records[0]["params"] == pytest.approx(records[1]["params"], rel=1e-6)
+    ranks = [r["seen"] for r in records]
     assert len(ranks[0]) == len(ranks[1])  # same number of micro-batches per rank
     for epoch in range(2):
         ids = [i for r in ranks for b in r if b["epoch"] == epoch for i in b["ids"]]
         assert Counter(ids) == Counter(_all_ids(int_cache))
     assert set(ranks[0][0]["ids"]).isdisjoint(ranks[1][0]["ids"])
     assert (out / "student" / "model.safetensors").exists()
+
+
+def test_fused_loss_is_the_default_for_a_causal_lm_and_matches_dense(int_cache, tmp_path):
+    import dataclasses
+
+    from logitcache.train.student import preset_student
+
+    if "impl" not in {f.name for f in dataclasses.fields(LossConfig)}:
+        pytest.skip("this logitcache has no fused loss (LossConfig.impl)")
+    manifest = open_cache(int_cache).manifest
+    runs = {}
+    for impl in ("fused", "dense"):
+        student = preset_student("tiny", manifest, seed=0)
+        t = DistillationTrainer(
+            model=student,
+            args=_args(tmp_path / impl, max_steps=2, seed=1),
+            cache=int_cache,
+            loss=LossConfig(alpha=0.2, temperature=2.0, impl=impl),
+        )
+        assert t.fused is (impl == "fused")
+        t.train()
+        runs[impl] = [h["loss"] for h in t.state.log_history if "loss" in h], student
+    assert runs["fused"][0] == pytest.approx(runs["dense"][0], rel=1e-5)
+    for a, b in zip(runs["fused"][1].parameters(), runs["dense"][1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
