@@ -18,8 +18,10 @@ import numpy as np
 
 from logitcache.codecs import DEFAULT_CODEC, CodecContext, get_codec
 from logitcache.errors import ConfigError, CorpusError, VocabularyMismatchError
-from logitcache.format import CacheWriter, Manifest, read_manifest, write_shard
+from logitcache.format import Manifest, read_manifest, write_shard
+from logitcache.format.lease import LEASE_NAME
 from logitcache.format.shard import encode_table
+from logitcache.format.target import open_write_target
 from logitcache.format.version import MANIFEST_NAME, SHARD_DIR
 from logitcache.storage import Store, redact_uri
 
@@ -149,7 +151,6 @@ def write_cache(
         raise ConfigError(f"{store.uri} is not empty and holds no cache; use a new --out")
     ctx = CodecContext(vocab_size=plan.vocab_size, top_k=plan.top_k, rs_samples=0)
     codec_obj = get_codec(codec or DEFAULT_CODEC)
-    writer = None
     try:
         first_name, first_load = plan.units[0]
         first = first_load()
@@ -178,15 +179,22 @@ def write_cache(
             },
             extra={"provenance": plan.provenance},
         )
-        writer = CacheWriter.open(out, header, storage_options)
-        done = writer.committed_units
-        for name, load in plan.units:
-            if name in done:
-                continue
-            samples = first if name == first_name else load()
-            table = encode_table(samples, codec_obj, ctx)
-            writer.commit([write_shard(writer.store, name, table)])
-        manifest = writer.finish({"converted_from": plan.fmt})
+        # One writer at a time, as for `build`: the cache's write lease.
+        with open_write_target(out, header, storage_options) as target:
+            try:
+                writer = target.open_writer(header)
+                done = writer.committed_units
+                for name, load in plan.units:
+                    if name in done:
+                        continue
+                    samples = first if name == first_name else load()
+                    table = encode_table(samples, codec_obj, ctx)
+                    writer.commit([write_shard(writer.store, name, table)])
+                manifest = writer.finish({"converted_from": plan.fmt})
+            except BaseException:
+                if fresh:
+                    _remove(store)  # still under the lease
+                raise
     except BaseException:
         if fresh:
             _remove(store)
@@ -202,13 +210,16 @@ def write_cache(
 
 
 def _remove(store: Store) -> None:
-    """Undo a failed fresh conversion: its shards and manifest."""
+    """Undo a failed fresh conversion: its shards, manifest and (once the lease is given up)
+    the lease's lock side file, so a bad input leaves no file behind."""
     for rel in store.list(SHARD_DIR):
         store.delete(rel)
-    try:
-        store.delete(MANIFEST_NAME)
-    except FileNotFoundError:
-        pass
+    for rel in (MANIFEST_NAME, f"{LEASE_NAME}.lock"):
+        try:
+            if store.exists(rel) and not (rel.endswith(".lock") and store.exists(LEASE_NAME)):
+                store.delete(rel)
+        except FileNotFoundError:
+            pass
 
 
 def iter_cache_rows(uri: str, storage_options: Any = None) -> Iterator[tuple[Any, list[dict]]]:
