@@ -29,7 +29,8 @@ def test_torch_trainer_two_workers_see_every_sample_once_per_epoch(
     try:
         # the command docs/integrations.md shows, on this test's cache
         (code,) = [c for _, c in blocks() if "ray_train_distill.py" in c]
-        argv = shlex.split(substitute(code, cache=int_cache, tmp=tmp_path, teacher=""))
+        code = substitute(code, cache=int_cache, tmp=tmp_path, teacher="").replace("\\\n", " ")
+        argv = shlex.split(code)
         assert argv[:2] == ["python", "pipelines/ray_train_distill.py"]
         main(argv[2:] + ["--record", str(record)])
     finally:
