@@ -62,7 +62,12 @@ def test_two_epochs_see_every_sample_once_each_and_the_student_loads(
 
     trainer = Recording(
         model=tiny_student,
-        args=_args(tmp_path / "run", num_train_epochs=2, gradient_accumulation_steps=2),
+        args=_args(
+            tmp_path / "run",
+            num_train_epochs=2,
+            gradient_accumulation_steps=2,
+            dataloader_num_workers=2,  # workers batch separately: counts must still add up
+        ),
         cache=CacheDataset(int_cache, split="train", heldout_fraction=0.2),
         eval_cache=CacheDataset(int_cache, split="heldout", heldout_fraction=0.2),
         loss=LossConfig(kind="kl_tail", temperature=2.0, alpha=0.2),
