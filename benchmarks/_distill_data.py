@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +34,118 @@ STORE_K = 128
 RS_SAMPLES = 50
 
 
-def split_corpus(root: Path, heldout_every: int = 12) -> tuple[Path, Path]:
-    """Write ``train.jsonl`` / ``heldout.jsonl``; a topic is held out when its name hashes
-    to 0 mod ``heldout_every`` (deterministic on every machine and Python version)."""
+def _pydoc_docs() -> list[tuple[str, str]]:
     from pydoc_data.topics import topics
 
+    return [(name, topics[name]) for name in sorted(topics)]
+
+
+# Not corpus material: pydoc_data holds the pydoc topics themselves (a leak into the held-out
+# split), encodings/ is code-page tables, site-packages is not the standard library.
+_SKIP_DIRS = {"site-packages", "__pycache__", "pydoc_data", "encodings"}
+
+
+def _stdlib_files(*, tests: bool) -> list[tuple[str, Path]]:
+    """(relative path, path) of the standard library's .py files, sorted (deterministic for a
+    given Python version; the version is recorded with the corpus)."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        is_test = any(part in ("test", "tests", "idle_test") for part in rel_dir.parts)
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        if is_test and not tests:
+            continue
+        out += [
+            (str(rel_dir / f), Path(dirpath) / f) for f in sorted(filenames) if f.endswith(".py")
+        ]
+    return sorted(out)
+
+
+def _docstrings(source: str) -> str | None:
+    """The module's, classes' and functions' docstrings, each under its qualified name."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    parts = []
+
+    def visit(node, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{prefix}{child.name}"
+                doc = ast.get_docstring(child)
+                if doc:
+                    parts.append(f"{name}\n{doc}")
+                visit(child, name + ".")
+
+    doc = ast.get_docstring(tree)
+    if doc:
+        parts.append(doc)
+    visit(tree, "")
+    return "\n\n".join(parts) or None
+
+
+def corpus_documents(corpus: str) -> list[tuple[str, str]]:
+    """(key, text) documents of a benchmark corpus: ``pydoc`` (the 79 pydoc topics), ``docs``
+    (those plus one document of docstrings per standard-library module, tests excluded) or
+    ``docs+source`` (the topics plus every standard-library file's source text, tests
+    included; the source holds the docstrings, so they are not added twice)."""
+    docs = [(f"pydoc:{name}", text) for name, text in _pydoc_docs()]
+    if corpus == "pydoc":
+        return docs
+    if corpus not in ("docs", "docs+source"):
+        raise ValueError(f"unknown corpus {corpus!r}; choose pydoc, docs or docs+source")
+    for rel, path in _stdlib_files(tests=corpus == "docs+source"):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        text = source if corpus == "docs+source" else _docstrings(source)
+        if text and text.strip():
+            docs.append((f"stdlib:{rel}", text))
+    return docs
+
+
+def _hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+def split_corpus(root: Path, corpus: str = "pydoc", heldout_every: int = 12) -> tuple[Path, Path]:
+    """Write ``train.jsonl`` / ``heldout.jsonl``; a document is held out when its key hashes to
+    0 mod ``heldout_every`` (deterministic on every machine and Python version). ``pydoc``
+    keeps the topics in name order (the original setting); the larger corpora are written in
+    hash order, so a ``--max-tokens`` prefix mixes their sources. ``meta.json`` records the
+    Python version and sizes; an existing split of the same corpus is reused."""
+    import sys
+
     root.mkdir(parents=True, exist_ok=True)
-    train, heldout = root / "train.jsonl", root / "heldout.jsonl"
+    train, heldout, meta_path = root / "train.jsonl", root / "heldout.jsonl", root / "meta.json"
+    python = sys.version.split()[0]
+    if meta_path.exists() and train.exists() and heldout.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("corpus") == corpus and meta.get("python") == python:
+            return train, heldout
+    docs = corpus_documents(corpus)
+    if corpus != "pydoc":
+        docs.sort(key=lambda d: (_hash("order:" + d[0]), d[0]))
+    counts = {"train": [0, 0], "heldout": [0, 0]}
+    # "pydoc" keeps hashing the bare topic name, as before this corpus grew
+    bare = corpus == "pydoc"
     with train.open("w") as ft, heldout.open("w") as fh:
-        for name in sorted(topics):
-            h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-            out = fh if h % heldout_every == 0 else ft
-            out.write(json.dumps({"text": topics[name]}) + "\n")
+        for key, text in docs:
+            h = _hash(key.split(":", 1)[1] if bare else key)
+            split = "heldout" if h % heldout_every == 0 else "train"
+            (fh if split == "heldout" else ft).write(json.dumps({"text": text}) + "\n")
+            counts[split][0] += 1
+            counts[split][1] += len(text)
+    meta = {"corpus": corpus, "python": python, "documents": {k: v[0] for k, v in counts.items()},
+            "chars": {k: v[1] for k, v in counts.items()}}  # fmt: skip
+    meta_path.write_text(json.dumps(meta))
     return train, heldout
 
 

@@ -26,12 +26,21 @@ from logitcache.format import Manifest
 log = logging.getLogger(__name__)
 
 # name -> LlamaConfig fields besides the vocabulary (embeddings are tied). With SmolLM2's
-# 49,152 ids: tiny ~1.6M parameters (tests, demos), small ~17.7M.
+# 49,152 ids: tiny ~1.6M parameters (tests, demos), draft ~7.1M (a speculative-decoding
+# drafter that a CPU can train on ~250k tokens in minutes: its cost is the V x 128 output
+# layer, so width is kept low and depth buys context), small ~17.3M.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=32,
         intermediate_size=96,
         num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "draft": dict(
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
     ),
@@ -93,7 +102,7 @@ def load_student(path: str) -> tuple[torch.nn.Module, Any | None]:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"cannot load student {path!r}: {exc}. Use --student tiny|small, a directory "
+            f"cannot load student {path!r}: {exc}. Use --student tiny|draft|small, a directory "
             "written by save_pretrained, or a hub id."
         ) from None
     try:
@@ -137,7 +146,7 @@ def check_vocabulary(
             f"student {name!r} has {rows} embedding rows and {width} output logits, but the "
             f"cache's teacher {manifest.teacher.get('name')!r} uses tokenizer_size={tok_size} "
             f"and a distribution over vocab_size={teacher_v} ids. Distil into a student that "
-            "shares the teacher's tokenizer: --student tiny|small builds one, or call "
+            "shares the teacher's tokenizer: --student tiny|draft|small builds one, or call "
             f"model.resize_token_embeddings({teacher_v}) on a student with the same tokenizer."
         )
     expected = manifest.tokenizer.get("vocab_sha256")
@@ -150,7 +159,7 @@ def check_vocabulary(
             f"student {name!r} ships a tokenizer whose vocabulary sha256 {got[:12]}... differs "
             f"from the cache's {expected[:12]}... (teacher {manifest.teacher.get('name')!r}). "
             "Its token ids mean different strings, so the cached targets would be wrong for "
-            "it. Use a student built on the teacher's tokenizer (--student tiny|small)."
+            "it. Use a student built on the teacher's tokenizer (--student tiny|draft|small)."
         )
 
 

@@ -6,10 +6,13 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import distill
-from benchmarks._distill_data import derive_topk
+from benchmarks._distill_data import derive_topk, heldout_set
+from benchmarks._distill_train import ARMS as TRAIN_ARMS
+from benchmarks._distill_train import Schedule, train_arm
 
 ARMS = ("ce", "online_full_kd", "topk8_tail", "rs50")  # one of each kind of target
 
@@ -33,23 +36,58 @@ def test_derive_topk_matches_exact_truncation():
     torch.testing.assert_close(out["tail_logmass"], torch.log1p(-exact.values.exp().sum(-1)))
 
 
-def test_distill_benchmark_runs_end_to_end(tiny_llama_dir, tmp_path, capsys):
-    argv = [
-        "--teacher", str(tiny_llama_dir), "--root", str(tmp_path / "art"),
-        "--plot", str(tmp_path / "plot.png"), "--student", "tiny",
-        "--train-tokens", "512", "--heldout-tokens", "128", "--seq-len", "64",
-        "--epochs", "1", "--batch-size", "4", "--seeds", "1", "--arms", ",".join(ARMS),
+def _argv(teacher, tmp_path, *extra):
+    return [
+        "--teacher", str(teacher), "--root", str(tmp_path / "art"),
+        "--plot", str(tmp_path / "plot.png"), "--results", str(tmp_path / "distill.json"),
+        "--prompts", "1", "--new-tokens", "4", "--paired-steps", "2", *extra,
     ]  # fmt: skip
+
+
+def test_distill_benchmark_runs_end_to_end(tiny_llama_dir, tmp_path, capsys):
+    argv = _argv(
+        tiny_llama_dir, tmp_path, "--student", "tiny", "--train-tokens", "512",
+        "--heldout-tokens", "128", "--seq-len", "64", "--epochs", "1", "--batch-size", "4",
+        "--seeds", "1", "--arms", ",".join(ARMS),
+    )  # fmt: skip
+    # a run stopped at its first checkpoint continues from it, to the same result
+    stopped = distill.main([*argv, "--stop-after-minutes", "0"])
+    assert "interrupted" in stopped and "ce seed 0 stopped at step 1/" in stopped["interrupted"]
+    capsys.readouterr()
     figures = distill.main(argv)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["arms"].keys() == figures["arms"].keys()
     assert set(figures["arms"]) == set(ARMS)
+    assert json.loads((tmp_path / "distill.json").read_text()) == printed
+
+    held = heldout_set(next((tmp_path / "art").glob("cache-heldout-*")), None, device="cpu")
+    straight = train_arm(
+        next(a for a in TRAIN_ARMS if a.name == "ce"),
+        cache_uri=str(next((tmp_path / "art").glob("cache-train-*"))), held=held,
+        student="tiny", seed=0, sched=Schedule(epochs=1, batch_size=4, lr=2e-3, warmup=4, evals=4),
+        device=torch.device("cpu"),
+    )  # fmt: skip
+    assert np.isclose(straight["final"]["ce"], figures["arms"]["ce"]["heldout_ce"], rtol=1e-5)
 
     for name, row in figures["arms"].items():
         assert math.isfinite(row["heldout_ce"]) and row["heldout_ce"] > 0, name
         assert row["kl_teacher_student"] >= -1e-4, name  # a KL against the dense teacher
         assert 0.0 <= row["top1_agreement"] <= 1.0 and 0.0 <= row["ece"] <= 1.0, name
+        assert 0.0 < row["alpha"] <= 1.0, name
+        assert row["tokens_per_round_g4"] == pytest.approx(
+            (1 - row["alpha"] ** 5) / (1 - row["alpha"])
+        )
+        assert row["assisted_tokens_per_round"] >= 1.0, name  # the teacher's own token at least
         assert row["epoch_s"] > 0, name
+    for m in figures["draft"]["assisted"].values():
+        assert m["rounds"] >= 1 and m["same_output"] == 1.0  # greedy: the teacher's own output
+    u = figures["unigram"]
+    assert u["ce"] > 0 and 0 < u["alpha"] <= 1
+    q = figures["draft"]["quantized"]
+    assert q["int8_bytes"] < q["float_bytes"] and math.isfinite(q["int8"]["ce"])
+    b = figures["draft"]["alpha_bounds_best"]
+    for k in (8, 32, 128):  # the cache's bounds bracket the exact acceptance
+        assert b[f"k{k}_lower"] <= b["exact"] + 1e-5 <= b[f"k{k}_upper"] + 2e-5
     assert 0 < figures["bytes_per_token"]["topk8_tail"] < figures["bytes_per_token"]["topk128_tail"]
     assert figures["arms"]["ce"]["bytes_per_token"] is None  # no cache needed
 
@@ -63,3 +101,33 @@ def test_distill_benchmark_runs_end_to_end(tiny_llama_dir, tmp_path, capsys):
     assert again["scale"]["capture_s"] == figures["scale"]["capture_s"]
     for name in figures["arms"]:
         assert np.isclose(again["arms"][name]["heldout_ce"], figures["arms"][name]["heldout_ce"])
+
+
+def test_gpu_scale_code_path_at_tiny_size(tiny_llama_dir, tmp_path):
+    """``--scale gpu --dry-size tiny``: the gpu corpus (docs + stdlib source), its epochs rule
+    (>= min_train_tokens) and its targets, on the CPU in seconds."""
+    figures = distill.main(
+        _argv(
+            tiny_llama_dir,
+            tmp_path,
+            "--scale",
+            "gpu",
+            "--dry-size",
+            "tiny",
+            "--arms",
+            "ce,topk8_tail",
+            "--seeds",
+            "1",
+        )
+    )
+    scale = figures["scale"]
+    assert scale["name"] == "gpu-dry-tiny" and scale["corpus"] == "docs+source"
+    assert scale["epochs"] == 2 and scale["train_tokens_per_run"] >= 1000
+    assert figures["targets"]["train_tokens_per_run"]["target"] == 20_000_000
+    assert figures["flop_estimate"]["student_flops"] > 0
+    assert json.loads((tmp_path / "distill.json").read_text())["scale"]["name"] == "gpu-dry-tiny"
+
+
+def test_close_arms_are_those_within_one_percent():
+    assert distill.close_arms({"a": 7.00, "b": 7.06, "c": 7.5, "d": 10.0}) == {"a", "b"}
+    assert distill.close_arms({"a": 7.0}) == set()
