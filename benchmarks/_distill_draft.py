@@ -45,8 +45,8 @@ def count_forwards(model: torch.nn.Module):
 
 def prompts_from_heldout(held, *, count: int, length: int) -> list[torch.Tensor]:
     """The first ``length`` tokens of the first ``count`` held-out rows that are long enough."""
-    out = []
-    for r in range(held.input_ids.shape[0]):
+    out: list[torch.Tensor] = []
+    for r in range(held.input_ids.shape[0] if count > 0 else 0):
         if int(held.attention_mask[r].sum()) > length:
             out.append(held.input_ids[r : r + 1, :length].clone())
         if len(out) == count:
