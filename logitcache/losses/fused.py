@@ -40,6 +40,7 @@ import torch
 
 from logitcache.errors import ConfigError
 from logitcache.losses import divergences as D
+from logitcache.losses.acceptance import acceptance_bounds_from_buckets
 from logitcache.losses.buckets import teacher_buckets
 from logitcache.losses.compute import LossConfig, _kd_fn, _targets
 
@@ -75,6 +76,7 @@ class _Plan:
     chunk: int
     matmul_dtype: torch.dtype
     want_argmax: bool
+    want_alpha: bool = False  # speculative-acceptance bounds from the buckets (kl_tail, T=1)
 
 
 def fused_loss(
@@ -143,10 +145,13 @@ def fused_position_metrics(
     vocab_size: int | None = None,
     chunk_size: int | None = None,
     softcap: float | None = None,
+    alpha: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per target position, at T=1 and without ``[N, V]``: ``kd`` (the ``kind`` loss),
     ``ce`` (cross-entropy on the labels) and ``argmax`` (the student's top id). For
-    held-out evaluation; rows follow ``batch["labels"] != -100`` in order."""
+    held-out evaluation; rows follow ``batch["labels"] != -100`` in order. ``alpha=True``
+    (``kl_tail`` with a tail bucket) adds ``alpha_lower`` / ``alpha_upper``, the bounds of
+    :func:`logitcache.losses.acceptance.acceptance_bounds_from_buckets`."""
     labels = batch["labels"]
     _check_shapes(hidden, weight, bias, labels)
     cfg = LossConfig(kind=kind)
@@ -155,11 +160,30 @@ def fused_position_metrics(
     targets = _targets(batch, cfg, mask)
     if h.shape[0] == 0:
         empty = torch.zeros(0, device=h.device)
-        return {"kd": empty, "ce": empty, "argmax": empty.long()}
+        out = {"kd": empty, "ce": empty, "argmax": empty.long()}
+        return {**out, "alpha_lower": empty, "alpha_upper": empty} if alpha else out
     plan = _plan(cfg, h.shape[0], h, weight, vocab_size, chunk_size, softcap, targets)
-    plan = replace(plan, want_argmax=True)
-    kd, ce, argmax = _run(h, weight, bias, labels[mask], targets, plan, grads=None)
-    return {"kd": kd, "ce": ce, "argmax": argmax}
+    want_alpha = alpha and kind == "kl_tail" and plan.with_tail
+    plan = replace(plan, want_argmax=True, want_alpha=want_alpha)
+    bounds = (torch.empty(h.shape[0], device=h.device), torch.empty(h.shape[0], device=h.device))
+    kd, ce, argmax = _run(
+        h,
+        weight,
+        bias,
+        labels[mask],
+        targets,
+        plan,
+        grads=None,
+        alpha=bounds if want_alpha else None,
+    )
+    out = {"kd": kd, "ce": ce, "argmax": argmax}
+    if alpha:
+        if not want_alpha:
+            raise ConfigError(
+                f"acceptance bounds need kind='kl_tail' and a tail bucket (k < V), got {kind!r}"
+            )
+        out["alpha_lower"], out["alpha_upper"] = bounds
+    return out
 
 
 def _check_shapes(hidden, weight, bias, labels) -> None:
@@ -268,8 +292,9 @@ class _FusedLinearLoss(torch.autograd.Function):
         return out[0], out[1], out[2], None
 
 
-def _run(h, weight, bias, y, targets, plan: _Plan, *, grads):
-    """Per-position (kd, ce, argmax) over all chunks; fills ``grads`` when given."""
+def _run(h, weight, bias, y, targets, plan: _Plan, *, grads, alpha=None):
+    """Per-position (kd, ce, argmax) over all chunks; fills ``grads`` when given, and the
+    (lower, upper) acceptance-bound buffers ``alpha`` when ``plan.want_alpha``."""
     n = h.shape[0]
     md = plan.matmul_dtype
     dev = h.device.type
@@ -299,9 +324,11 @@ def _run(h, weight, bias, y, targets, plan: _Plan, *, grads):
                 cap = z.clone() if grads is not None else None
                 z.mul_(plan.softcap)
             tgt = tuple(t[sl] for t in targets)
-            kd[sl], ce[sl], am = _chunk(z, y[sl], tgt, plan, grads is not None, logits)
+            kd[sl], ce[sl], am, buckets = _chunk(z, y[sl], tgt, plan, grads is not None, logits)
             if argmax is not None:
                 argmax[sl] = am
+            if alpha is not None and buckets is not None:
+                alpha[0][sl], alpha[1][sl] = acceptance_bounds_from_buckets(*buckets)
             if grads is None:
                 continue
             g = z  # the buffer now holds d loss / d logits
@@ -329,7 +356,8 @@ def _chunk(
     logits: Callable[..., torch.Tensor],
 ):
     """Loss terms of one chunk from its logits ``z`` [n, V] (float32, overwritten in place:
-    with ``need_grad`` it holds d loss / d z on return). Returns (kd [n], ce [n], argmax)."""
+    with ``need_grad`` it holds d loss / d z on return). Returns (kd [n], ce [n], argmax,
+    buckets): ``buckets`` is the (teacher, student) bucket log-probs when ``plan.want_alpha``."""
     t = plan.temperature
     kind = plan.kind
     y = y.long()
@@ -338,7 +366,7 @@ def _chunk(
     if kind != "ce":
         ids = targets[0].long()
         z_ids = z.gather(1, ids)
-    argmax = None
+    argmax = buckets = None
     if plan.want_argmax:
         m, argmax = z.max(1)
     else:
@@ -379,6 +407,8 @@ def _chunk(
                 logp = teacher_buckets(
                     targets[1], targets[2], temperature=t, vocab_size=plan.teacher_vocab
                 )
+                if plan.want_alpha:
+                    buckets = (logp, logq)
             else:
                 s = e.sum(1)
                 log_s = s.log()
@@ -423,7 +453,7 @@ def _chunk(
         low = (s_rest < _TAIL_UNDERFLOW * s).nonzero().squeeze(1)
         if low.numel():
             _exact_rows(low, z, y, targets, plan, need_grad, logits, kd, ce)
-    return kd, ce, argmax
+    return kd, ce, argmax, buckets
 
 
 def _exact_rows(rows, g, y, targets, plan: _Plan, need_grad, logits, kd, ce) -> None:

@@ -1,6 +1,8 @@
 """Held-out evaluation: cross-entropy on the true tokens, KL(teacher || student) over the
-cached top-k + tail buckets, and top-1 agreement with the teacher (a cheap proxy for how often
-speculative decoding with this student as drafter would be accepted)."""
+cached top-k + tail buckets, top-1 agreement with the teacher, and the student's readiness as
+a speculative-decoding drafter: the acceptance rate alpha = E[sum_v min(p_v, q_v)], bounded
+from the cache's top-k + tail (the lower bound never overstates it; the upper adds at most the
+teacher's tail mass), and the tokens per draft round that the lower bound implies."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from logitcache.losses.acceptance import expected_tokens_per_round
 from logitcache.train.distributed import all_reduce_sum
 from logitcache.train.objective import StudentObjective
 
@@ -35,7 +38,8 @@ def evaluate(
     model = objective.model
     was_training = model.training
     model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]  # tokens, ce, kl (or rs cross-entropy), top-1 hits
+    # tokens, ce, kl (or rs cross-entropy), top-1 hits, acceptance lower / upper bound sums
+    sums = [0.0] * 6
     has_topk = True
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
@@ -46,16 +50,27 @@ def evaluate(
             continue
         has_topk = batch["topk_ids"].shape[-1] > 0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            rows = objective.position_metrics(batch, "kl_tail" if has_topk else "rs_kd")
+            if has_topk:
+                # no tail bucket (and no bounds) when the top-k spans the whole vocabulary
+                with_tail = batch["topk_ids"].shape[-1] < objective.vocab_size
+                rows = objective.position_metrics(batch, "kl_tail", alpha=with_tail)
+            else:
+                rows = objective.position_metrics(batch, "rs_kd")
         sums[0] += int(mask.sum())
         sums[1] += rows["ce"].sum().item()
         sums[2] += rows["kd"].sum().item()
         sums[3] += (rows["argmax"] == teacher_argmax(batch, mask)).sum().item()
-    n, ce, kd, hits = all_reduce_sum(sums, device)
+        if "alpha_lower" in rows:
+            sums[4] += rows["alpha_lower"].sum().item()
+            sums[5] += rows["alpha_upper"].sum().item()
+    n, ce, kd, hits, a_lo, a_hi = all_reduce_sum(sums, device)
     model.train(was_training)
     if n == 0:
         return {"eval_tokens": 0}
     out = {"eval_tokens": int(n), "eval_ce": ce / n, "eval_top1": hits / n}
     # without top-k targets the KL is not available; report the RS cross-entropy instead
     out["eval_kl" if has_topk else "eval_rs_ce"] = kd / n
+    if a_hi > 0:  # bounds need top-k + a tail bucket; RS-only caches do not give them
+        out["eval_alpha_lower"], out["eval_alpha_upper"] = a_lo / n, a_hi / n
+        out["eval_tokens_per_round_g4"] = expected_tokens_per_round(min(a_lo / n, 1.0), 4)
     return out

@@ -31,6 +31,7 @@ from logitcache.losses import (
     kl_tail,
     rs_kd,
 )
+from logitcache.losses.acceptance import acceptance_bounds
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ class StudentObjective(torch.nn.Module):
         )
 
     @torch.no_grad()
-    def position_metrics(self, batch: Mapping[str, torch.Tensor], kind: str):
-        """Per target position at T=1: the ``kind`` loss, CE and the student's argmax."""
+    def position_metrics(self, batch: Mapping[str, torch.Tensor], kind: str, alpha: bool = False):
+        """Per target position at T=1: the ``kind`` loss, CE and the student's argmax; with
+        ``alpha`` (``kl_tail`` only) the speculative-acceptance bounds ``alpha_lower`` /
+        ``alpha_upper`` from the top-k + tail (:mod:`logitcache.losses.acceptance`)."""
         if self.fused:
             _, weight, bias = self._parts()
             return fused_position_metrics(
@@ -97,6 +100,7 @@ class StudentObjective(torch.nn.Module):
                 vocab_size=self.vocab_size,
                 chunk_size=self.loss.chunk_size,
                 softcap=self.softcap,
+                alpha=alpha,
             )
         logits = self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
@@ -113,7 +117,17 @@ class StudentObjective(torch.nn.Module):
                 batch["tail_logmass"][mask],
                 vocab_size=self.vocab_size,
             )
-        return {"kd": kd, "ce": cross_entropy(z, batch["labels"][mask]), "argmax": z.argmax(-1)}
+        out = {"kd": kd, "ce": cross_entropy(z, batch["labels"][mask]), "argmax": z.argmax(-1)}
+        if alpha:
+            if kind != "kl_tail":
+                raise ConfigError(f"acceptance bounds need kind='kl_tail', got {kind!r}")
+            out["alpha_lower"], out["alpha_upper"] = acceptance_bounds(
+                z,
+                batch["topk_ids"][mask],
+                batch["topk_logprobs"][mask],
+                batch["tail_logmass"][mask],
+            )
+        return out
 
 
 def check_fusable(model: torch.nn.Module) -> float | None:

@@ -88,3 +88,59 @@ def test_expected_tokens_per_round():
     torch.testing.assert_close(t, torch.tensor([1.0, 1.9375, 5.0]))
     with pytest.raises(ValueError, match="gamma"):
         expected_tokens_per_round(0.5, 0)
+
+
+@pytest.mark.parametrize("chunk", [5, 64])
+def test_fused_and_dense_objective_report_the_same_bounds(chunk):
+    """Evaluation without [N, V] logits (the fused path, chunk by chunk, masked positions)
+    gives the bounds that acceptance_bounds computes from the dense logits."""
+    from logitcache.losses.fused import fused_position_metrics
+
+    g = torch.Generator().manual_seed(7)
+    b, t, d, k = 2, 9, 6, 5
+    hidden = torch.randn(b, t, d, generator=g)
+    weight = torch.randn(V, d, generator=g)
+    logp = torch.log_softmax(torch.randn(b, t, V, generator=g) * 2, -1)
+    lp, ids = logp.topk(k, -1)
+    tail = torch.log1p(-lp.exp().sum(-1))
+    labels = torch.randint(0, V, (b, t), generator=g)
+    labels[0, :3] = -100
+    batch = {"labels": labels, "topk_ids": ids, "topk_logprobs": lp, "tail_logmass": tail}
+    rows = fused_position_metrics(hidden, weight, batch, vocab_size=V, chunk_size=chunk, alpha=True)
+    mask = labels != -100
+    z = hidden[mask] @ weight.t()
+    lo, hi = acceptance_bounds(z, ids[mask], lp[mask], tail[mask])
+    torch.testing.assert_close(rows["alpha_lower"], lo, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rows["alpha_upper"], hi, rtol=1e-5, atol=1e-6)
+    exact = acceptance_dense(logp[mask], z)
+    assert (rows["alpha_lower"] <= exact + 1e-5).all() and (
+        exact <= rows["alpha_upper"] + 1e-5
+    ).all()
+
+
+def test_objective_dense_and_fused_bounds_agree():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from logitcache.losses import LossConfig
+    from logitcache.train.objective import StudentObjective
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, V, (2, 7), generator=g)
+    lp, top = torch.log_softmax(torch.randn(2, 7, V, generator=g) * 2, -1).topk(6, -1)
+    batch = {
+        "input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool),
+        "labels": ids.roll(-1, 1), "topk_ids": top, "topk_logprobs": lp,
+        "tail_logmass": torch.log1p(-lp.exp().sum(-1)),
+    }  # fmt: skip
+    rows = {
+        impl: StudentObjective(model, LossConfig(impl=impl), vocab_size=V).position_metrics(
+            batch, "kl_tail", alpha=True
+        )
+        for impl in ("dense", "fused")
+    }
+    for key in ("alpha_lower", "alpha_upper"):
+        torch.testing.assert_close(rows["dense"][key], rows["fused"][key], rtol=1e-4, atol=1e-5)

@@ -47,6 +47,10 @@ def test_short_run_lowers_heldout_kl_and_writes_artifacts(kd_cache, tmp_path):
     assert all(r["eval_ce"] > 0 and r["eval_tokens"] > 0 for r in evals)
     assert last["eval_top1"] > first["eval_top1"]
     assert result["eval_kl"] == pytest.approx(last["eval_kl"])
+    # the drafter-readiness bounds from the cache: ordered, and rising as the KL falls
+    assert all(0 < r["eval_alpha_lower"] <= r["eval_alpha_upper"] <= 1 for r in evals)
+    assert last["eval_alpha_lower"] > first["eval_alpha_lower"], (first, last)
+    assert last["eval_tokens_per_round_g4"] >= 1.0
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 41))
 
     png = out / "metrics.png"
