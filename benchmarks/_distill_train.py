@@ -8,13 +8,16 @@ targets of the loss:
 
 * ``ce``: hard labels;
 * ``online``: the teacher runs on the batch at every step and the loss is the full-vocabulary
-  ``KL(p || q)`` (the reference that caching approximates);
-* cached arms: ``logitcache.losses.compute_loss`` on the collated cache batch (``kl_tail``,
-  ``kl_topk``, ``rs_kd``), the top-k view derived in-loop for k < 128 (its cost is counted).
+  ``KL(p || q)`` on the student's dense logits (the reference that caching approximates);
+* CE and cached arms: the trainer's own objective (``logitcache.train.objective``; the fused
+  output layer + loss by default, no ``[N, V]`` logits) on the collated cache batch
+  (``ce``, ``kl_tail``, ``kl_topk``, ``rs_kd``), the top-k view derived in-loop for k < 128
+  (its cost is counted). bf16 autocast on CUDA, float32 on CPU.
 
 Evaluation is identical for every arm: held-out rows from held-out *documents*, scored against
-the teacher's dense log-probs: CE on true tokens, full ``KL(p || q)``, top-1 agreement, and
-the student's expected calibration error (10 equal-width confidence bins, vs the true token).
+the teacher's dense log-probs: CE on true tokens, full ``KL(p || q)``, top-1 agreement, the
+student's expected calibration error (10 equal-width confidence bins, vs the true token) and
+the exact speculative acceptance ``alpha = E[sum_v min(p, q)]``.
 """
 
 from __future__ import annotations
@@ -237,29 +240,31 @@ def _online_loss(teacher, logits: torch.Tensor, batch: dict[str, torch.Tensor]) 
     return (p_lp[:, :width].exp() * (p_lp[:, :width] - logq[:, :width])).sum(-1).mean()
 
 
-def step_loss(
-    model, batch: dict[str, torch.Tensor], arm: Arm, *, loss_cfg, vocab_size: int, teacher=None
-):
+def step_loss(model, batch: dict[str, torch.Tensor], arm: Arm, *, objective=None, teacher=None):
     """The loss of one training step of ``arm`` on ``batch`` (forward included).
 
-    Cached arms and CE go through ``logitcache.losses.compute_loss`` on the student's logits,
-    the trainer's default path; online KD adds the teacher's forward and the dense KL.
+    CE and cached arms run the trainer's own objective (``logitcache.train.objective``, the
+    fused output layer + loss by default: no ``[N, V]`` logits); online KD runs the student's
+    dense logits, the teacher's forward and the full-vocabulary KL, as an online trainer does.
     """
-    from logitcache.losses import compute_loss
-
-    device = batch["input_ids"].device
-    with _autocast(device):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    with _autocast(batch["input_ids"].device):
         if arm.kind == "online":
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
             return _online_loss(teacher, logits, batch)
-    loss, _ = compute_loss(logits, batch, loss_cfg, vocab_size=vocab_size)
+        loss, _ = objective(batch)
     return loss
 
 
-def _loss_config(arm: Arm):
+def make_objective(model, arm: Arm, *, vocab_size: int):
+    """The trainer's objective for ``arm`` (None for online KD), with the default loss impl."""
     from logitcache.losses import LossConfig
+    from logitcache.train.objective import StudentObjective
 
-    return None if arm.kind == "online" else LossConfig(kind=arm.kind)
+    if arm.kind == "online":
+        return None
+    return StudentObjective(model, LossConfig(kind=arm.kind), vocab_size=vocab_size)
 
 
 def train_arm(
@@ -303,7 +308,7 @@ def train_arm(
     params = sum(p.numel() for p in model.parameters())
     opt = _optimizer(model, sched)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(sched.warmup, total, 0.1))
-    loss_cfg = _loss_config(arm)
+    objective = make_objective(model, arm, vocab_size=manifest.vocab_size)
 
     step = tokens = 0
     epoch_s = [0.0] * sched.epochs
@@ -345,14 +350,7 @@ def train_arm(
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
             if arm.k is not None and arm.k < batch["topk_ids"].shape[-1]:
                 batch = derive_topk(batch, arm.k)
-            loss = step_loss(
-                model,
-                batch,
-                arm,
-                loss_cfg=loss_cfg,
-                vocab_size=manifest.vocab_size,
-                teacher=teacher,
-            )
+            loss = step_loss(model, batch, arm, objective=objective, teacher=teacher)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -420,16 +418,16 @@ def paired_step_times(
     models = {name: preset_student(student, manifest, seed=0).to(device) for name in ("c", "o")}
     opts = {name: _optimizer(m, Schedule()) for name, m in models.items()}
     arms = {"c": arm, "o": Arm(name="online_full_kd", kind="online")}
+    objectives = {
+        n: make_objective(m, arms[n], vocab_size=manifest.vocab_size) for n, m in models.items()
+    }
 
     def step(name: str, batch: dict[str, torch.Tensor]) -> float:
         t0 = time.perf_counter()
         b = {key: v.to(device) for key, v in batch.items()}
         if name == "c" and arm.k is not None and arm.k < b["topk_ids"].shape[-1]:
             b = derive_topk(b, arm.k)
-        loss = step_loss(
-            models[name], b, arms[name], loss_cfg=_loss_config(arms[name]),
-            vocab_size=manifest.vocab_size, teacher=teacher,
-        )  # fmt: skip
+        loss = step_loss(models[name], b, arms[name], objective=objectives[name], teacher=teacher)
         opts[name].zero_grad(set_to_none=True)
         loss.backward()
         opts[name].step()
