@@ -18,7 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl import SFTConfig, SFTTrainer
+try:
+    from trl import SFTConfig, SFTTrainer
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"logitcache.integrations.trl needs TRL ({exc}); pip install 'logitcache[integrations]'"
+    ) from exc
 
 from logitcache.errors import ConfigError
 from logitcache.integrations.transformers import DistillationMixin
