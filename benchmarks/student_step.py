@@ -336,6 +336,9 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--step-vocab", type=int, default=49_152)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     ap.add_argument("--skip-loss", action="store_true")
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--measure-loss", default=None, help=argparse.SUPPRESS)
@@ -359,6 +362,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the measuring subprocesses
     if args.measure_loss:
         spec = json.loads(args.measure_loss)
         print(json.dumps(measure_loss(**spec)))

@@ -34,6 +34,7 @@ agree with :func:`~logitcache.losses.compute_loss`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import torch
@@ -294,7 +295,13 @@ class _FusedLinearLoss(torch.autograd.Function):
 
 def _run(h, weight, bias, y, targets, plan: _Plan, *, grads, alpha=None):
     """Per-position (kd, ce, argmax) over all chunks; fills ``grads`` when given, and the
-    (lower, upper) acceptance-bound buffers ``alpha`` when ``plan.want_alpha``."""
+    (lower, upper) acceptance-bound buffers ``alpha`` when ``plan.want_alpha``.
+
+    On CPU with several threads, the chunks are shared among that many Python threads, each
+    running its chunks single-threaded into its own weight-gradient accumulator (summed at
+    the end): torch ops release the GIL, and this avoids a thread barrier after every one of
+    the ~10 elementwise and matmul ops per chunk, which costs more than the op itself when the
+    chunk is small or the machine is busy."""
     n = h.shape[0]
     md = plan.matmul_dtype
     dev = h.device.type
@@ -305,46 +312,85 @@ def _run(h, weight, bias, y, targets, plan: _Plan, *, grads, alpha=None):
         kd = torch.empty(n, dtype=torch.float32, device=h.device)
         ce = torch.empty(n, dtype=torch.float32, device=h.device)
         argmax = torch.empty(n, dtype=torch.long, device=h.device) if plan.want_argmax else None
-        for start in range(0, n, plan.chunk):
-            sl = slice(start, min(n, start + plan.chunk))
-            hc = hm[sl]
+        starts = list(range(0, n, plan.chunk))
+        workers = min(len(starts), torch.get_num_threads() if dev == "cpu" else 1)
+        if workers <= 1:
+            for start in starts:
+                _one_chunk(start, hm, w, b, y, targets, plan, grads, kd, ce, argmax, alpha)
+            return kd, ce, argmax
+        shares = [grads] + [
+            None
+            if grads is None
+            else {
+                "h": grads["h"],
+                "w": None if grads["w"] is None else torch.zeros_like(grads["w"]),
+                "b": None if grads["b"] is None else torch.zeros_like(grads["b"]),
+            }
+            for _ in range(workers - 1)
+        ]
+        threads = torch.get_num_threads()
 
-            def logits(rows=None, hc=hc):
-                x = hc if rows is None else hc[rows]
-                z = torch.mm(x, w.t())
-                z = z if z.dtype == torch.float32 else z.float()
-                if b is not None:
-                    z.add_(b)
-                return z
+        def work(i: int) -> None:
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                for start in starts[i::workers]:
+                    _one_chunk(start, hm, w, b, y, targets, plan, shares[i], kd, ce, argmax, alpha)
 
-            z = logits()
-            cap = None
-            if plan.softcap is not None:
-                z.div_(plan.softcap).tanh_()
-                cap = z.clone() if grads is not None else None
-                z.mul_(plan.softcap)
-            tgt = tuple(t[sl] for t in targets)
-            kd[sl], ce[sl], am, buckets = _chunk(z, y[sl], tgt, plan, grads is not None, logits)
-            if argmax is not None:
-                argmax[sl] = am
-            if alpha is not None and buckets is not None:
-                alpha[0][sl], alpha[1][sl] = acceptance_bounds_from_buckets(*buckets)
-            if grads is None:
-                continue
-            g = z  # the buffer now holds d loss / d logits
-            if cap is not None:  # d (c tanh(x/c)) / dx = 1 - tanh^2
-                g.mul_(cap.mul_(cap).neg_().add_(1.0))
-            gm = g if md == torch.float32 else g.to(md)
-            if grads["h"] is not None:
-                grads["h"][sl] = torch.mm(gm, w).float()
-            if grads["w"] is not None:
-                if md == torch.float32:
-                    grads["w"].addmm_(gm.t(), hc)
-                else:
-                    grads["w"].add_(torch.mm(gm.t(), hc).float())
-            if grads["b"] is not None:
-                grads["b"].add_(g.sum(0))
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for f in [pool.submit(work, i) for i in range(workers)]:
+                    f.result()
+        finally:
+            torch.set_num_threads(threads)
+        if grads is not None:
+            for share in shares[1:]:
+                for key in ("w", "b"):
+                    if grads[key] is not None:
+                        grads[key].add_(share[key])
     return kd, ce, argmax
+
+
+def _one_chunk(start, hm, w, b, y, targets, plan: _Plan, grads, kd, ce, argmax, alpha) -> None:
+    """Logits, loss terms and gradient contributions of the chunk starting at ``start``."""
+    md = plan.matmul_dtype
+    sl = slice(start, min(hm.shape[0], start + plan.chunk))
+    hc = hm[sl]
+
+    def logits(rows=None):
+        x = hc if rows is None else hc[rows]
+        z = torch.mm(x, w.t())
+        z = z if z.dtype == torch.float32 else z.float()
+        if b is not None:
+            z.add_(b)
+        return z
+
+    z = logits()
+    cap = None
+    if plan.softcap is not None:
+        z.div_(plan.softcap).tanh_()
+        cap = z.clone() if grads is not None else None
+        z.mul_(plan.softcap)
+    tgt = tuple(t[sl] for t in targets)
+    kd[sl], ce[sl], am, buckets = _chunk(z, y[sl], tgt, plan, grads is not None, logits)
+    if argmax is not None:
+        argmax[sl] = am
+    if alpha is not None and buckets is not None:
+        alpha[0][sl], alpha[1][sl] = acceptance_bounds_from_buckets(*buckets)
+    if grads is None:
+        return
+    g = z  # the buffer now holds d loss / d logits
+    if cap is not None:  # d (c tanh(x/c)) / dx = 1 - tanh^2
+        g.mul_(cap.mul_(cap).neg_().add_(1.0))
+    gm = g if md == torch.float32 else g.to(md)
+    if grads["h"] is not None:
+        grads["h"][sl] = torch.mm(gm, w).float()
+    if grads["w"] is not None:
+        if md == torch.float32:
+            grads["w"].addmm_(gm.t(), hc)
+        else:
+            grads["w"].add_(torch.mm(gm.t(), hc).float())
+    if grads["b"] is not None:
+        grads["b"].add_(g.sum(0))
 
 
 def _chunk(
