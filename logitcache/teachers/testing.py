@@ -77,13 +77,15 @@ def make_tiny_llama(
     num_layers: int = 2,
     seed: int = 0,
     max_position_embeddings: int = 4096,
+    head_scale: float = 1.0,
 ) -> Path:
     """Write a tiny random Llama teacher + tokenizer to ``path``; return the path.
 
     ``extra_logits`` pads the logits width beyond the tokenizer size (as many real models do),
     so code that must distinguish ``vocab_size`` (logits width) from ``len(tokenizer)`` can be
     tested. Weights use a larger init range than the default so the distributions are peaked
-    enough for top-k and sampling tests to be meaningful.
+    enough for top-k and sampling tests to be meaningful. ``head_scale`` multiplies the output
+    layer: at large widths (150k+ logits) a tiny model's distribution is otherwise nearly flat.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -109,6 +111,9 @@ def make_tiny_llama(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(torch.float32).eval()
+        if head_scale != 1.0:
+            with torch.no_grad():
+                model.get_output_embeddings().weight.mul_(head_scale)
     model.save_pretrained(str(path))
     log.info("wrote tiny llama (vocab %d, logits %d) to %s", len(tok), width, path)
     return path
