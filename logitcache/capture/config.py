@@ -28,6 +28,8 @@ class CaptureConfig:
     seq_len: int = 2048
     max_tokens: int | None = None
     workers: int = 1
+    gpus_per_teacher: int = 1
+    pipeline_parallel: int = 1
     backend: str = "transformers"
     text_field: str = "text"
     format: str = "auto"
@@ -83,6 +85,17 @@ class CaptureConfig:
             raise ConfigError(f"--max-tokens {self.max_tokens}: must be >= 2, or omitted")
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: need at least one teacher worker")
+        for flag, value in (
+            ("--gpus-per-teacher", self.gpus_per_teacher),
+            ("--pipeline-parallel", self.pipeline_parallel),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{flag} {value!r}: must be an integer >= 1")
+        if self.device == "cpu" and self.gpus_per_teacher * self.pipeline_parallel > 1:
+            raise ConfigError(
+                "--device cpu with --gpus-per-teacher/--pipeline-parallel > 1: a replica of "
+                "several GPUs needs GPUs; drop one of them"
+            )
         if self.batch_tokens < 1:
             raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be >= 1")
         if self.unit_tokens < 1:

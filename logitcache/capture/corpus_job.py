@@ -15,6 +15,7 @@ from logitcache.capture.calibrate import calibration_budget
 from logitcache.capture.config import CaptureConfig
 from logitcache.capture.driver import WriteJob, run_write_job
 from logitcache.capture.executors import make_executor
+from logitcache.capture.placement import replica_spec
 from logitcache.capture.plan import plan_build
 from logitcache.capture.stages import ScoreStage
 from logitcache.format import Manifest
@@ -35,6 +36,8 @@ def teacher_config(cfg):
         trust_remote_code=cfg.trust_remote_code,
         revision=cfg.revision,
         max_batch_tokens=max(cfg.batch_tokens, cfg.seq_len),
+        tensor_parallel=cfg.gpus_per_teacher,
+        pipeline_parallel=cfg.pipeline_parallel,
     )
 
 
@@ -51,6 +54,7 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
         device=cfg.device,
         threads=cfg.threads,
         ray_address=cfg.ray_address,
+        replica=replica_spec(cfg),
     )
     with executor:
         plan = plan_build(cfg, tokenizer, executor.tokenize_map(tokenizer))

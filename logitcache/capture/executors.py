@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from logitcache.capture.placement import ReplicaPlacer, ReplicaSpec, check_fits, node_gpus
 from logitcache.capture.plan import TokenizeMap, local_tokenize_map
 from logitcache.capture.stages import Scorer, ScoreStage, WriteStage, tokenize_blob
 from logitcache.capture.transport import pack_rows
@@ -58,10 +59,18 @@ class Executor:
     name = "base"
     uses_ray = False
 
-    def __init__(self, *, workers: int = 1, device: str = "auto", threads: int | None = None):
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        device: str = "auto",
+        threads: int | None = None,
+        replica: ReplicaSpec | None = None,
+    ):
         self.workers = workers
         self.device = device
         self.threads = threads
+        self.replica = replica or ReplicaSpec()  # GPUs per teacher replica (capture/placement)
 
     def __enter__(self) -> Executor:
         return self
@@ -182,6 +191,14 @@ class RayExecutor(Executor):
 
     def __enter__(self) -> RayExecutor:
         self._started = ensure_ray(self.address, self.workers)
+        if self.replica.multi_gpu:  # before any work: refuse a replica the cluster cannot hold
+            import ray
+
+            try:
+                check_fits(self.replica, self.workers, node_gpus(ray.nodes()))
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -216,6 +233,8 @@ class RayExecutor(Executor):
         """
         import ray
 
+        if self.replica.multi_gpu:  # inside the replica's own placement group
+            return self.replica.actor_resources(), self.threads
         gpus = ray.cluster_resources().get("GPU", 0) if self.device != "cpu" else 0
         if gpus >= 1:
             return {"num_gpus": 1}, self.threads
@@ -227,8 +246,15 @@ class RayExecutor(Executor):
         import ray
 
         resources, threads = self.teacher_resources()
-        task = ray.remote(_calibrate_remote).options(**resources)
-        return ray.get(task.remote(stage.labels_only(), rows, threads))
+        placer = ReplicaPlacer(self.replica) if self.replica.multi_gpu else None
+        try:
+            task = ray.remote(_calibrate_remote).options(
+                **resources, **(placer() if placer else {})
+            )
+            return ray.get(task.remote(stage.labels_only(), rows, threads))
+        finally:
+            if placer:
+                placer.release()
 
     def score_and_write(
         self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
@@ -245,6 +271,9 @@ class RayExecutor(Executor):
         # a cluster that cannot host the actors fails after this long instead of waiting forever.
         data_ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         resources, threads = self.teacher_resources()
+        placer = ReplicaPlacer(self.replica) if self.replica.multi_gpu else None
+        if placer:  # a placement group per replica, made as Ray Data starts each actor
+            resources = {**resources, "ray_remote_args_fn": placer}
         items = [{"unit": u.name, "rows": pack_rows(unit_rows(u))} for u in units]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
@@ -268,17 +297,21 @@ class RayExecutor(Executor):
             "Ray pipeline: %d unit(s) over %d teacher actor(s) (%s each)",
             len(units),
             self.workers,
-            resources,
+            self.replica.describe() if placer else resources,
         )
-        for row in ds.iter_rows():
-            d = json.loads(row["shard"])
-            meta = {
-                "worker": str(row["worker"]),
-                "teacher_s": float(row["teacher_s"]),
-                "ready_at": float(row["ready_at"]),
-                "writer_pid": d.pop("pid"),
-            }
-            yield ShardInfo(**d), meta
+        try:
+            for row in ds.iter_rows():
+                d = json.loads(row["shard"])
+                meta = {
+                    "worker": str(row["worker"]),
+                    "teacher_s": float(row["teacher_s"]),
+                    "ready_at": float(row["ready_at"]),
+                    "writer_pid": d.pop("pid"),
+                }
+                yield ShardInfo(**d), meta
+        finally:
+            if placer:
+                placer.release()
 
 
 def ensure_ray(address: str | None, workers: int) -> bool:
@@ -314,11 +347,13 @@ def make_executor(
     device: str = "auto",
     threads: int | None = None,
     ray_address: str | None = None,
+    replica: ReplicaSpec | None = None,
 ) -> Executor:
     """The one place a run chooses between in-process and Ray scheduling."""
+    kw = {"workers": workers, "device": device, "threads": threads, "replica": replica}
     if use_ray:
-        return RayExecutor(address=ray_address, workers=workers, device=device, threads=threads)
-    return LocalExecutor(workers=workers, device=device, threads=threads)
+        return RayExecutor(address=ray_address, **kw)
+    return LocalExecutor(**kw)
 
 
 __all__ = [

@@ -43,6 +43,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="teacher workers (one per GPU when GPUs exist)"
     )
+    p.add_argument(
+        "--gpus-per-teacher",
+        type=int,
+        default=1,
+        metavar="N",
+        help="GPUs per teacher replica, tensor parallel within one node (--workers counts replicas)",
+    )
+    p.add_argument(
+        "--pipeline-parallel",
+        type=int,
+        default=1,
+        metavar="M",
+        help="pipeline stages per replica, each of --gpus-per-teacher GPUs (vLLM: across nodes)",
+    )
     p.add_argument("--backend", default="transformers", help="transformers (default) or vllm")
     p.add_argument(
         "--text-field", default="text", help="JSONL field / Parquet column holding the text"
@@ -137,6 +151,8 @@ def config_from_args(args: argparse.Namespace):
         seq_len=args.seq_len,
         max_tokens=args.max_tokens,
         workers=args.workers,
+        gpus_per_teacher=args.gpus_per_teacher,
+        pipeline_parallel=args.pipeline_parallel,
         backend=args.backend,
         text_field=args.text_field,
         format=args.format,

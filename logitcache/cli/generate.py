@@ -40,6 +40,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--prompts-per-unit", type=int, default=64, help="prompts per work unit/shard")
     p.add_argument("--workers", type=int, default=1, help="teacher workers (Ray actors)")
+    p.add_argument(
+        "--gpus-per-teacher",
+        type=int,
+        default=1,
+        metavar="N",
+        help="GPUs per teacher replica, tensor parallel within one node (--workers counts replicas)",
+    )
+    p.add_argument(
+        "--pipeline-parallel",
+        type=int,
+        default=1,
+        metavar="M",
+        help="pipeline stages per replica, each of --gpus-per-teacher GPUs (vLLM: across nodes)",
+    )
     p.add_argument("--backend", default="transformers", help="transformers (default) or vllm")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -80,6 +94,8 @@ def config_from_args(args: argparse.Namespace):
         max_prompt_tokens=args.max_prompt_tokens,
         prompts_per_unit=args.prompts_per_unit,
         workers=args.workers,
+        gpus_per_teacher=args.gpus_per_teacher,
+        pipeline_parallel=args.pipeline_parallel,
         backend=args.backend,
         dtype=args.dtype,
         device=args.device,

@@ -59,6 +59,8 @@ class GenerateConfig:
     max_prompt_tokens: int = 1024
     prompts_per_unit: int = 64
     workers: int = 1
+    gpus_per_teacher: int = 1
+    pipeline_parallel: int = 1
     backend: str = "transformers"
     dtype: str = "auto"
     device: str = "auto"
@@ -102,6 +104,17 @@ class GenerateConfig:
             raise ConfigError(f"--prompts-per-unit {self.prompts_per_unit}: must be >= 1")
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: need at least one teacher worker")
+        for flag, value in (
+            ("--gpus-per-teacher", self.gpus_per_teacher),
+            ("--pipeline-parallel", self.pipeline_parallel),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{flag} {value!r}: must be an integer >= 1")
+        if self.device == "cpu" and self.gpus_per_teacher * self.pipeline_parallel > 1:
+            raise ConfigError(
+                "--device cpu with --gpus-per-teacher/--pipeline-parallel > 1: a replica of "
+                "several GPUs needs GPUs; drop one of them"
+            )
         if self.batch_tokens < 1:
             raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be >= 1")
         if self.dtype not in DTYPES:

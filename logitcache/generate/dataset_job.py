@@ -17,6 +17,7 @@ import time
 from logitcache.capture.corpus_job import teacher_config
 from logitcache.capture.driver import WriteJob, run_write_job
 from logitcache.capture.executors import make_executor
+from logitcache.capture.placement import replica_spec
 from logitcache.capture.stages import ScoreStage
 from logitcache.format import Manifest
 from logitcache.generate.config import GenerateConfig
@@ -64,6 +65,7 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
         device=cfg.device,
         threads=cfg.threads,
         ray_address=cfg.ray_address,
+        replica=replica_spec(cfg),
     )
     with executor:
         manifest = run_write_job(job, executor, t_start=t_start)

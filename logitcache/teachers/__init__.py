@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 from logitcache.errors import TeacherError
-from logitcache.teachers.config import TeacherConfig, check_score_args
+from logitcache.teachers.config import IN_PROCESS, RAY_WORKERS, TeacherConfig, check_score_args
 from logitcache.teachers.identity import tokenizer_identity, vocab_sha256
 from logitcache.teachers.resolve import locate_smollm2, resolve_teacher
 
@@ -25,9 +25,14 @@ BACKENDS: dict[str, str] = {
     "vllm": "logitcache.teachers.vllm:VLLMTeacher",
 }
 INSTALL_HINTS: dict[str, str] = {"vllm": "pip install logitcache[vllm]"}
+# How each registered backend runs a replica of several GPUs, known without importing it (the
+# driver of a Ray job need not have vLLM installed); a dotted-path backend says so itself.
+REPLICA_LAYOUTS: dict[str, str] = {"transformers": IN_PROCESS, "vllm": RAY_WORKERS}
 
 __all__ = [
     "BACKENDS",
+    "IN_PROCESS",
+    "RAY_WORKERS",
     "TeacherConfig",
     "check_score_args",
     "describe_teacher",
@@ -35,6 +40,7 @@ __all__ = [
     "load_teacher",
     "load_tokenizer",
     "locate_smollm2",
+    "replica_layout",
     "resolve_teacher",
     "tokenizer_identity",
     "vocab_sha256",
@@ -42,13 +48,14 @@ __all__ = [
 
 
 def get_backend(name: str) -> type:
-    """The teacher class registered as ``name``, imported on first use."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
+    """The teacher class registered as ``name`` (or at the dotted path ``"module:Class"``),
+    imported on first use."""
+    target = BACKENDS.get(name) or (name if ":" in name else None)
+    if target is None:
         raise TeacherError(
-            f"unknown teacher backend {name!r}; choose one of {sorted(BACKENDS)}."
-        ) from None
+            f"unknown teacher backend {name!r}; choose one of {sorted(BACKENDS)} or give a "
+            "'package.module:Class' path."
+        )
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -58,7 +65,18 @@ def get_backend(name: str) -> type:
             f"teacher backend {name!r} is not available ({exc})"
             + (f"; install it with `{hint}`." if hint else ".")
         ) from exc
-    return getattr(module, attr)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise TeacherError(f"teacher backend {name!r}: {module_name} has no {attr!r}.") from None
+
+
+def replica_layout(name: str) -> str:
+    """How backend ``name`` runs a replica of several GPUs (a dotted-path class: its
+    ``replica_layout`` attribute, else :data:`IN_PROCESS`)."""
+    if name in REPLICA_LAYOUTS:
+        return REPLICA_LAYOUTS[name]
+    return getattr(get_backend(name), "replica_layout", IN_PROCESS)
 
 
 def load_teacher(cfg: TeacherConfig) -> Any:

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from logitcache.errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# How a backend runs a replica of several GPUs (``replica_layout`` on the teacher class): all
+# GPUs in the teacher's own process, or engine workers of its own that it schedules with Ray.
+IN_PROCESS = "in-process"
+RAY_WORKERS = "ray-workers"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -19,6 +23,11 @@ class TeacherConfig:
     ``dtype="auto"`` means bfloat16 on a CUDA device that supports it, else float32 (GGUF
     weights are always dequantised to float32 by transformers). ``max_batch_tokens`` bounds the
     padded tokens of one forward pass; longer lists of rows are split.
+
+    ``tensor_parallel`` x ``pipeline_parallel`` is the replica's GPU count: vLLM gets them as
+    ``tensor_parallel_size`` / ``pipeline_parallel_size``; transformers spreads the model over
+    that many visible GPUs with ``device_map="auto"``. ``backend`` is a registered name or a
+    dotted ``"package.module:Class"`` path to a teacher class of your own.
     """
 
     teacher: str
@@ -29,6 +38,8 @@ class TeacherConfig:
     revision: str | None = None
     attn_implementation: str = "sdpa"
     max_batch_tokens: int = 16384
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
 
     def __post_init__(self):
         from logitcache.teachers import BACKENDS
@@ -38,10 +49,15 @@ class TeacherConfig:
                 "TeacherConfig.teacher is empty: give a hub id, a local directory, a .gguf "
                 "file or 'smollm2-135m'."
             )
-        if self.backend not in BACKENDS:
+        if self.backend not in BACKENDS and ":" not in str(self.backend):
             raise ConfigError(
-                f"unknown teacher backend {self.backend!r}; choose one of {sorted(BACKENDS)}."
+                f"unknown teacher backend {self.backend!r}; choose one of {sorted(BACKENDS)} "
+                "or give a 'package.module:Class' path."
             )
+        for name in ("tensor_parallel", "pipeline_parallel"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TeacherConfig.{name}={value!r} must be an integer >= 1.")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}.")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):

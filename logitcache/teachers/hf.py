@@ -28,7 +28,7 @@ import torch
 
 from logitcache.errors import ConfigError, TeacherError
 from logitcache.teachers import gguf_cache
-from logitcache.teachers.config import TeacherConfig, check_score_args
+from logitcache.teachers.config import IN_PROCESS, TeacherConfig, check_score_args
 from logitcache.teachers.identity import hub_commit, teacher_identity
 from logitcache.teachers.resolve import ResolvedTeacher, load_failure, resolve_teacher
 from logitcache.teachers.soft_labels import pad_width, soft_labels
@@ -140,8 +140,30 @@ def describe_hf(cfg: TeacherConfig) -> dict[str, Any]:
     return {"identity": hf_identity(cfg, resolved, dtype), "vocab_size": int(vocab)}
 
 
+def spread_kwargs(cfg: TeacherConfig, device: torch.device) -> dict[str, Any]:
+    """``from_pretrained`` arguments that spread a replica of several GPUs over the first
+    ``tensor_parallel x pipeline_parallel`` visible GPUs (under Ray: exactly the replica's)."""
+    gpus = cfg.tensor_parallel * cfg.pipeline_parallel
+    if gpus == 1:
+        return {}
+    if device.type != "cuda":
+        log.info("a %d-GPU replica was asked for on %s: loading on %s alone", gpus, device, device)
+        return {}
+    visible = torch.cuda.device_count()
+    if visible < gpus:
+        raise TeacherError(
+            f"a teacher replica of {gpus} GPUs was asked for, but this process sees {visible} "
+            "(CUDA_VISIBLE_DEVICES); lower --gpus-per-teacher / --pipeline-parallel."
+        )
+    # Layers in order over the GPUs (accelerate's pipeline split), never spilled to the CPU.
+    memory = {i: int(torch.cuda.mem_get_info(i)[0] * 0.9) for i in range(gpus)}
+    return {"device_map": "auto", "max_memory": memory}
+
+
 class HFTeacher:
     """A transformers causal LM that scores rows into cache payloads."""
+
+    replica_layout = IN_PROCESS  # a multi-GPU replica: every GPU in this process
 
     def __init__(self, cfg: TeacherConfig):
         from transformers import AutoModelForCausalLM
@@ -152,6 +174,7 @@ class HFTeacher:
         self.dtype = resolve_dtype(cfg.dtype, self.device, gguf=bool(self.resolved.gguf_file))
         self.tokenizer = load_hf_tokenizer(cfg, self.resolved)
         source, kwargs = _location(cfg, self.resolved)
+        kwargs.update(spread_kwargs(cfg, self.device))
         load_dtype = torch.float32 if self.resolved.gguf_file else _TORCH_DTYPES[self.dtype]
         try:
             try:
@@ -174,7 +197,12 @@ class HFTeacher:
                 )
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise load_failure(self.resolved, "model", exc) from exc
-        model = model.to(device=self.device, dtype=_TORCH_DTYPES[self.dtype]).eval()
+        if "device_map" in kwargs:
+            # Inputs go to the embeddings' GPU; the output layer's GPU computes the soft labels.
+            self.device = model.get_input_embeddings().weight.device
+            model = model.to(dtype=_TORCH_DTYPES[self.dtype]).eval()
+        else:
+            model = model.to(device=self.device, dtype=_TORCH_DTYPES[self.dtype]).eval()
         self.model = model
         head = model.get_output_embeddings()
         self.vocab_size = int(head.weight.shape[0]) if head is not None else model.config.vocab_size

@@ -9,8 +9,12 @@ same files.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
+
+from logitcache.teachers.hf import HFTeacher
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +121,43 @@ def make_tiny_llama(
     model.save_pretrained(str(path))
     log.info("wrote tiny llama (vocab %d, logits %d) to %s", len(tok), width, path)
     return path
+
+
+RECORD_DIR_ENV = "LOGITCACHE_RECORD_TEACHERS"
+
+
+class RecordingTeacher(HFTeacher):
+    """A transformers teacher that also writes down how and where it was started: its
+    parallel configuration, the GPUs Ray gave it (``ray.get_gpu_ids()``,
+    ``CUDA_VISIBLE_DEVICES``), its node and placement group, as
+    ``$LOGITCACHE_RECORD_TEACHERS/<pid>.json``. It scores like the transformers backend (on
+    the CPU when the GPUs are only declared), so placement tests on clusters without real GPUs
+    run the whole build: ``backend="logitcache.teachers.testing:RecordingTeacher"``.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.record = placement_record(cfg)
+        where = os.environ.get(RECORD_DIR_ENV)
+        if where:
+            os.makedirs(where, exist_ok=True)
+            with open(os.path.join(where, f"{os.getpid()}.json"), "w") as fh:
+                json.dump(self.record, fh)
+
+
+def placement_record(cfg) -> dict:
+    """What a teacher process was given: parallel configuration, GPUs, node, placement group."""
+    record = {
+        "pid": os.getpid(),
+        "tensor_parallel": cfg.tensor_parallel,
+        "pipeline_parallel": cfg.pipeline_parallel,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        record["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+        record["node_id"] = ctx.get_node_id()
+        record["placement_group"] = ctx.get_placement_group_id()
+    return record

