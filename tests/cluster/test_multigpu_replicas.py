@@ -204,3 +204,34 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
     assert manifest.status == "complete" and max(units.values()) == 1
     ids = [s["sample_id"] for s in open_cache(str(out)).iter_samples()]
     assert len(ids) == len(set(ids)) == sum(s.rows for s in manifest.shards)
+
+
+def test_tp8_rayjob_is_sized_to_its_pods():
+    """cluster/rayjob-build-tp8.yaml: replicas x GPUs per replica = pods x GPUs per pod, each
+    replica fits one pod, and the line is one the build command accepts."""
+    import argparse
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from logitcache.cli.build import add_parser, config_from_args
+
+    path = Path(__file__).resolve().parents[2] / "cluster" / "rayjob-build-tp8.yaml"
+    spec = yaml.safe_load(path.read_text())["spec"]
+    argv = shlex.split(spec["entrypoint"])[2:]
+    parser = argparse.ArgumentParser(prog="build_cache")
+    add_parser(parser)
+    cfg = config_from_args(parser.parse_args(argv))
+    (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    per_pod = int(group["rayStartParams"]["num-gpus"])
+    (container,) = group["template"]["spec"]["containers"]
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == per_pod
+    assert cfg.backend == "vllm" and cfg.gpus_per_teacher == 8 and cfg.device == "cuda"
+    replica = cfg.gpus_per_teacher * cfg.pipeline_parallel
+    assert cfg.workers * replica == group["replicas"] * per_pod
+    check_fits(
+        ReplicaSpec(gpus_per_teacher=cfg.gpus_per_teacher, layout=RAY_WORKERS),
+        cfg.workers,
+        [(f"pod-{i}", per_pod) for i in range(group["replicas"])],
+    )
