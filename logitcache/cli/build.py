@@ -41,7 +41,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="stop after N corpus tokens (deterministic)",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="teacher workers (one per GPU when GPUs exist)"
+        "--workers",
+        type=int,
+        default=1,
+        help="teacher replicas (each of --gpus-per-teacher GPUs when GPUs exist)",
     )
     p.add_argument(
         "--gpus-per-teacher",

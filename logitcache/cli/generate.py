@@ -39,7 +39,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "--max-prompt-tokens", type=int, default=1024, help="longer prompts are skipped (logged)"
     )
     p.add_argument("--prompts-per-unit", type=int, default=64, help="prompts per work unit/shard")
-    p.add_argument("--workers", type=int, default=1, help="teacher workers (Ray actors)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="teacher replicas (Ray actors, each of --gpus-per-teacher GPUs)",
+    )
     p.add_argument(
         "--gpus-per-teacher",
         type=int,
