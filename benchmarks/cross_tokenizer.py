@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.cross_tokenizer", description=__doc__.split("\n")[0]
     )
-    ap.add_argument("--quick", action="store_true", help="tiny student, 8k tokens, 1 epoch")
+    ap.add_argument("--quick", action="store_true", help="tiny student, 8k tokens, 4 epochs")
     ap.add_argument("--student", default=None, help="tiny | small (default small; tiny --quick)")
     ap.add_argument("--student-vocab", type=int, default=8192, help="student BPE size")
     ap.add_argument("--train-tokens", type=int, default=None)
@@ -59,14 +59,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--arms", default="ce,uld,gold")
     ap.add_argument("--same-tokenizer", action="store_true", help="add the kl_tail reference")
     ap.add_argument("--no-teacher", action="store_true", help="skip the teacher's own bpb")
+    ap.add_argument("--teacher", default=TEACHER, help="teacher for capture (and its bpb)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-workers", type=int, default=1, help="DataLoader workers (retokenise)")
     ap.add_argument("--root", default=str(ROOT), help="artifact directory (re-runs reuse it)")
     args = ap.parse_args(argv)
     args.student = args.student or ("tiny" if args.quick else "small")
     args.train_tokens = args.train_tokens or (8192 if args.quick else 32768)
     args.heldout_tokens = args.heldout_tokens or (1024 if args.quick else 2048)
-    args.epochs = args.epochs or (1 if args.quick else 2)
+    args.epochs = args.epochs or (4 if args.quick else 2)
     args.lr = args.lr or (1e-2 if args.student == "tiny" else 2e-3)
     return args
 
@@ -184,7 +186,8 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     load_start, t_start = os.getloadavg(), time.perf_counter()
     root = Path(args.root)
-    dist_root = root / "distill"  # shared with benchmarks.distill: one teacher pass for both
+    # shared with benchmarks.distill (same teacher): one teacher pass serves both
+    dist_root = root / "distill" if args.teacher == TEACHER else root / "cross_tokenizer"
     train_txt, held_txt = split_corpus(dist_root / "corpus")
     tag = f"L{args.seq_len}-t{args.train_tokens}"
     train_uri = dist_root / f"cache-train-{tag}-k{STORE_K}-rs{RS_SAMPLES}"
@@ -193,10 +196,11 @@ def main(argv=None) -> dict:
     manifest, capture_s = build(
         train_txt, train_uri, max_tokens=args.train_tokens, seq_len=args.seq_len,
         top_k=STORE_K, rs_samples=RS_SAMPLES, device=teacher_dev, use_ray=False,
+        teacher=args.teacher,
     )  # fmt: skip
     build(
         held_txt, held_uri, max_tokens=args.heldout_tokens, seq_len=args.seq_len,
-        top_k=1, rs_samples=0, device=teacher_dev, use_ray=False,
+        top_k=1, rs_samples=0, device=teacher_dev, use_ray=False, teacher=args.teacher,
     )  # fmt: skip
     teacher_tok = load_teacher_tokenizer(manifest)
 
@@ -229,7 +233,7 @@ def main(argv=None) -> dict:
         cfg = TrainConfig(
             cache=str(train_uri), out=str(out), student=args.student if same else init,
             steps=steps, lr=args.lr, warmup=max(1, steps // 10), batch_size=args.batch_size,
-            heldout_fraction=0.02, eval_every=10**9, eval_batches=1, num_workers=1,
+            heldout_fraction=0.02, eval_every=10**9, eval_batches=1, num_workers=args.num_workers,
             device=args.device, seed=args.seed, **arms[name],
         )  # fmt: skip
         t0 = time.perf_counter()
@@ -252,10 +256,10 @@ def main(argv=None) -> dict:
     if not args.no_teacher:
         from logitcache.teachers import TeacherConfig, load_teacher
 
-        teacher = load_teacher(TeacherConfig(teacher=TEACHER, device=teacher_dev))
+        teacher = load_teacher(TeacherConfig(teacher=args.teacher, device=teacher_dev))
         teacher_ref = heldout_metrics(
             teacher.model, teacher_tok, teacher_tok, str(held_uri),
-            vocab_size=manifest.vocab_size, device=teacher_dev,
+            vocab_size=manifest.vocab_size, device=torch.device(teacher_dev),
         )  # fmt: skip
 
     rate = retokenise_rate(str(train_uri), teacher_tok, tok)
@@ -271,7 +275,7 @@ def main(argv=None) -> dict:
     figures = {
         "benchmark": "cross_tokenizer",
         "scale": {
-            "student": args.student, "student_vocab": len(tok), "teacher": TEACHER,
+            "student": args.student, "student_vocab": len(tok), "teacher": args.teacher,
             "teacher_vocab": manifest.vocab_size, "train_tokens": manifest.num_tokens,
             "heldout_tokens": open_cache(str(held_uri)).manifest.num_tokens,
             "epochs": args.epochs, "steps": steps, "batch_size": args.batch_size,
