@@ -43,11 +43,14 @@ class CrossTokenizerCollate:
         pad_id: int | None = None,
         vocab_map: bool = False,
         max_len: int | None = None,
+        sample_ids: bool = False,
     ):
         """``vocab_map`` adds ``topk_student_ids`` (GOLD); ``max_len`` crops student rows (a
-        finer student tokenizer makes rows longer than the cache's, in tokens)."""
+        finer student tokenizer makes rows longer than the cache's, in tokens);
+        ``sample_ids`` adds the ``sample_id`` list (trainer integrations)."""
         self.retokenizer = retokenizer
         self.max_len = max_len
+        self.sample_ids = sample_ids
         student = retokenizer.student
         pad = pad_id if pad_id is not None else student.pad_token_id
         self.pad_id = int(pad if pad is not None else (student.eos_token_id or 0))
@@ -109,4 +112,6 @@ class CrossTokenizerCollate:
                 vm = np.concatenate([vm, np.full(int(topk_ids.max()) + 1 - len(vm), -1)])
             mapped = np.where(kd_mask[..., None], vm[topk_ids], -1)
             out["topk_student_ids"] = torch.from_numpy(mapped)
+        if self.sample_ids:
+            out["sample_id"] = [str(s.get("sample_id", "")) for s in samples]
         return out

@@ -51,7 +51,11 @@ class RankBatches:
         num_workers: int = 0,
         grad_accum: int = 1,
         pin_memory: bool = False,
+        collate_fn=None,
     ):
+        """``collate_fn`` replaces :func:`collate_with_ids` (it must add ``sample_id`` too),
+        e.g. a ``CrossTokenizerCollate(..., sample_ids=True)`` for a student with its own
+        tokenizer; fillers are collated by it as well."""
         if batch_size < 1 or grad_accum < 1 or num_workers < 0:
             raise ConfigError(
                 f"batch_size={batch_size} and grad_accum={grad_accum} must be >= 1, "
@@ -66,7 +70,8 @@ class RankBatches:
         self._yielded = 0
         self._loader = None
         self._pending: dict[str, Any] | None = None
-        self._filler = _filler_batch(dataset.manifest)
+        self.collate_fn = collate_fn
+        self._filler = _filler_batch(dataset.manifest, collate_fn)
 
     # -- counts ---------------------------------------------------------------------------
     def rank_batches(self, epoch: int) -> list[int]:
@@ -99,7 +104,8 @@ class RankBatches:
             self.dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=partial(
+            collate_fn=self.collate_fn
+            or partial(
                 collate_with_ids, pad_id=0 if pad is None else int(pad), rs_samples=m.rs_samples
             ),
             pin_memory=self.pin_memory,
@@ -180,7 +186,7 @@ def collate_with_ids(samples, pad_id: int = 0, rs_samples: int = 0) -> dict[str,
     return batch
 
 
-def _filler_batch(manifest) -> dict[str, Any]:
+def _filler_batch(manifest, collate_fn=None) -> dict[str, Any]:
     """One position with no target: zero loss, zero tokens, finite values everywhere."""
     k = manifest.top_k
     pad = manifest.tokenizer.get("pad_token_id")
@@ -195,6 +201,9 @@ def _filler_batch(manifest) -> dict[str, Any]:
     if manifest.rs_samples:
         sample["rs_ids"] = np.zeros((1, 1), np.int32)
         sample["rs_counts"] = np.zeros((1, 1), np.int32)
-    batch = collate([sample], rs_samples=manifest.rs_samples or None)
+    if collate_fn is not None:
+        batch = collate_fn([sample])
+    else:
+        batch = collate([sample], rs_samples=manifest.rs_samples or None)
     batch["sample_id"] = []
     return {key: v.clone() if isinstance(v, torch.Tensor) else v for key, v in batch.items()}

@@ -140,6 +140,8 @@ class DistillationMixin:
         storage_options: Any = None,
         cache_options: dict[str, Any] | None = None,
         eval_options: dict[str, Any] | None = None,
+        cross_tokenizer: str | None = None,
+        teacher_tokenizer: Any = None,
         **kwargs: Any,
     ):
         if cache is None:
@@ -166,12 +168,20 @@ class DistillationMixin:
             if isinstance(eval_cache, str):
                 opts.setdefault("shuffle", False)
             self._eval_dataset = _dataset_for_rank(eval_cache, rank, world, storage_options, opts)
+        self.cross = None
+        if cross_tokenizer is not None:
+            self.cross = self._cross_setup(
+                cross_tokenizer, teacher_tokenizer, storage_options, kwargs
+            )
+        elif teacher_tokenizer is not None:
+            raise ConfigError("teacher_tokenizer is used only with cross_tokenizer='uld'|'gold'")
         self.train_batches = RankBatches(
             self.cache_dataset,
             batch_size=int(args_.per_device_train_batch_size),
             num_workers=int(args_.dataloader_num_workers),
             grad_accum=int(args_.gradient_accumulation_steps),
             pin_memory=bool(args_.dataloader_pin_memory) and torch.cuda.is_available(),
+            collate_fn=self.cross.collate if self.cross is not None else None,
         )
         self._metric_sums: torch.Tensor | None = None
         self._fused: bool | None = None
@@ -194,6 +204,36 @@ class DistillationMixin:
     def manifest(self):
         return self.cache_dataset.manifest
 
+    def _cross_setup(self, method, teacher_tokenizer, storage_options, kwargs):
+        """A student with its own tokenizer (``processing_class``): docs/cross-tokenizer.md."""
+        from logitcache.train.cross_tokenizer import (
+            CrossTokenizerSetup,
+            build_cross_collate,
+            check_method,
+        )
+
+        check_method(method, self.loss_config)
+        tok = kwargs.get("processing_class")
+        tok = getattr(tok, "tokenizer", tok)
+        if tok is None:
+            raise ConfigError(
+                "cross_tokenizer needs the student's own tokenizer: pass "
+                "processing_class=AutoTokenizer.from_pretrained(STUDENT_DIR)"
+            )
+        model = kwargs.get("model")
+        max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        collate = build_cross_collate(
+            self.manifest,
+            self.cache_dataset.uri,
+            tok,
+            method=method,
+            teacher_tokenizer=teacher_tokenizer,
+            storage_options=storage_options,
+            max_len=max_len,
+            sample_ids=True,
+        )
+        return CrossTokenizerSetup(method, collate, self.manifest.vocab_size, tokenizer=tok)
+
     def _check_student(self) -> None:
         from logitcache.train.student import check_vocabulary
 
@@ -201,6 +241,14 @@ class DistillationMixin:
         tok = getattr(tok, "tokenizer", tok)  # a processor wraps its tokenizer
         model = self.model
         name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        if self.cross is not None:  # the student reads its own ids: its tokenizer must fit it
+            rows = int(model.get_input_embeddings().weight.shape[0])
+            if rows < len(tok):
+                raise ConfigError(
+                    f"student {name!r} has {rows} embedding rows but its tokenizer has "
+                    f"{len(tok)} ids; call model.resize_token_embeddings(len(tokenizer))"
+                )
+            return
         check_vocabulary(
             model, tok if hasattr(tok, "get_vocab") else None, self.manifest, name=name
         )
@@ -258,7 +306,7 @@ class DistillationMixin:
         """
         ids, attn = inputs["input_ids"], inputs["attention_mask"]
         v = self.manifest.vocab_size
-        if self.fused:
+        if self.fused and self.cross is None:
             from logitcache.losses import fused_loss
 
             none = torch.zeros(0, dtype=torch.long, device=ids.device)
@@ -281,7 +329,10 @@ class DistillationMixin:
             )
             return loss, metrics, outputs
         outputs = model(input_ids=ids, attention_mask=attn, use_cache=False)
-        loss, metrics = compute_loss(outputs.logits, inputs, self.loss_config, vocab_size=v)
+        if self.cross is not None:
+            loss, metrics = self.cross.loss(outputs.logits, inputs, self.loss_config)
+        else:
+            loss, metrics = compute_loss(outputs.logits, inputs, self.loss_config, vocab_size=v)
         return loss, metrics, outputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -328,13 +379,22 @@ class DistillationMixin:
 
         m = self._eval_dataset.manifest
         pad = m.tokenizer.get("pad_token_id")
+        if self.cross is not None:
+            if m.tokenizer.get("vocab_sha256") != self.manifest.tokenizer.get("vocab_sha256"):
+                raise ConfigError(
+                    "eval_cache was built with another teacher tokenizer than cache; a "
+                    "cross-tokenizer run evaluates on a cache of the same teacher"
+                )
+            collate_fn = self.cross.collate
+        else:
+            collate_fn = partial(
+                collate_with_ids, pad_id=0 if pad is None else int(pad), rs_samples=m.rs_samples
+            )
         loader = StatefulDataLoader(
             self._eval_dataset,
             batch_size=int(self.args.per_device_eval_batch_size),
             num_workers=int(self.args.dataloader_num_workers),
-            collate_fn=partial(
-                collate_with_ids, pad_id=0 if pad is None else int(pad), rs_samples=m.rs_samples
-            ),
+            collate_fn=collate_fn,
         )
         model = self.model
         was_training = model.training
@@ -416,5 +476,7 @@ class DistillationTrainer(DistillationMixin, Trainer):
     ``DistillationTrainer(model=..., args=TrainingArguments(...), cache=URI or CacheDataset,
     loss=LossConfig(...), eval_cache=None)``; any other ``Trainer`` keyword passes through.
     ``cache_options`` / ``eval_options`` are :class:`~logitcache.data.LoaderConfig` fields for
-    caches given as URIs (e.g. ``{"split": "train"}``).
+    caches given as URIs (e.g. ``{"split": "train"}``). ``cross_tokenizer="uld"|"gold"``
+    trains a student whose own tokenizer (``processing_class``) differs from the teacher's
+    (docs/cross-tokenizer.md); ``teacher_tokenizer`` overrides the one the manifest names.
     """

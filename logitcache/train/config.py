@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logitcache.errors import ConfigError
 from logitcache.losses import LossConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -94,28 +91,13 @@ class TrainConfig:
             self.checkpoint_every = self.eval_every
 
     def _check_cross_tokenizer(self) -> None:
-        from logitcache.losses.cross_tokenizer import METHODS
-
         if self.cross_tokenizer is None:
             if self.teacher_tokenizer is not None:
                 raise ConfigError("teacher_tokenizer is used only with --cross-tokenizer uld|gold")
             return
-        if self.cross_tokenizer not in METHODS:
-            raise ConfigError(
-                f"cross_tokenizer must be one of {', '.join(METHODS)} (or unset), got "
-                f"{self.cross_tokenizer!r}; see docs/cross-tokenizer.md"
-            )
-        if self.loss.kind not in ("kl_tail", "ce"):
-            raise ConfigError(
-                f"--loss {self.loss.kind} compares the teacher's ids with the student's and "
-                "needs a shared tokenizer; with --cross-tokenizer the KD term is ULD or GOLD "
-                "(leave --loss at its default, or --loss ce for the student's CE alone)"
-            )
-        if self.cross_tokenizer == "uld" and self.loss.alpha == 0 and self.loss.kind != "ce":
-            log.warning(
-                "ULD with alpha=0: sorted probabilities do not say which token is likely; the "
-                "student needs its own CE too (alpha > 0, e.g. 0.5)"
-            )
+        from logitcache.train.cross_tokenizer import check_method
+
+        check_method(self.cross_tokenizer, self.loss)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (JSON- and ``torch.load(weights_only=True)``-safe)."""

@@ -125,48 +125,114 @@ def _load_tokenizer(spec: str) -> Any:
     return load_tokenizer(TeacherConfig(teacher=spec, backend="transformers"))
 
 
+def build_cross_collate(
+    manifest: Manifest,
+    cache: str,
+    student_tokenizer: Any,
+    *,
+    method: str,
+    teacher_tokenizer: str | Any | None = None,
+    storage_options: Any = None,
+    max_len: int | None = None,
+    sample_ids: bool = False,
+):
+    """The checked :class:`~logitcache.crosstok.CrossTokenizerCollate` for ``cache``.
+
+    Refuses a cache without top-k, a teacher tokenizer that does not match the manifest or
+    whose pieces do not spell the cached rows (checked on the first rows)."""
+    from logitcache.crosstok import CrossTokenizerCollate, Retokenizer, check_roundtrip
+
+    if manifest.top_k == 0:
+        raise ConfigError(
+            f"cache {cache} stores no top-k (built with --top-k 0): ULD and GOLD compare the "
+            "teacher's top-k distribution. Rebuild with --top-k K (e.g. 64)."
+        )
+    if student_tokenizer is None or not hasattr(student_tokenizer, "get_vocab"):
+        raise ConfigError(
+            "cross-tokenizer distillation needs the student's own tokenizer (the trainer's "
+            "processing_class, or a tokenizer saved in --student DIR)"
+        )
+    if teacher_tokenizer is None or isinstance(teacher_tokenizer, str):
+        teacher_tok = load_teacher_tokenizer(manifest, teacher_tokenizer)
+    else:
+        teacher_tok = _checked(teacher_tokenizer, manifest)
+    retok = Retokenizer(teacher_tok, student_tokenizer)
+    probe = []
+    for sample in open_cache(cache, storage_options).iter_samples():
+        probe.append(sample["input_ids"])
+        if len(probe) >= ROUNDTRIP_ROWS:
+            break
+    check_roundtrip(teacher_tok, retok.teacher_table, probe, name="the teacher tokenizer")
+    if method == "gold":
+        log.info(
+            "GOLD: %d of %d teacher ids map one-to-one to student ids",
+            int((retok.vocab_map >= 0).sum()),
+            len(retok.vocab_map),
+        )
+    return CrossTokenizerCollate(
+        retok, vocab_map=method == "gold", max_len=max_len, sample_ids=sample_ids
+    )
+
+
+def _checked(tokenizer: Any, manifest: Manifest) -> Any:
+    from logitcache.train.student import vocab_sha256
+
+    expected = manifest.tokenizer.get("vocab_sha256")
+    if expected and vocab_sha256(tokenizer) != expected:
+        raise VocabularyMismatchError(
+            "the teacher_tokenizer given does not match the cache's vocab_sha256; pass the "
+            "tokenizer the cache was built with"
+        )
+    return tokenizer
+
+
+def check_method(method: str | None, loss_cfg) -> None:
+    """``method`` is uld | gold, and the loss config is one a cross-tokenizer run can use."""
+    from logitcache.losses.cross_tokenizer import METHODS
+
+    if method not in METHODS:
+        raise ConfigError(
+            f"cross_tokenizer must be one of {', '.join(METHODS)} (or unset), got "
+            f"{method!r}; see docs/cross-tokenizer.md"
+        )
+    if loss_cfg.kind not in ("kl_tail", "ce"):
+        raise ConfigError(
+            f"--loss {loss_cfg.kind} compares the teacher's ids with the student's and needs "
+            "a shared tokenizer; with --cross-tokenizer the KD term is ULD or GOLD (leave "
+            "--loss at its default, or --loss ce for the student's CE alone)"
+        )
+    if method == "uld" and loss_cfg.alpha == 0 and loss_cfg.kind != "ce":
+        log.warning(
+            "ULD with alpha=0: sorted probabilities do not say which token is likely; the "
+            "student needs its own CE too (alpha > 0, e.g. 0.5)"
+        )
+
+
 @dataclass
 class CrossTokenizerSetup:
-    """Everything the trainer swaps in for a cross-tokenizer student."""
+    """Everything a trainer swaps in for a cross-tokenizer student."""
 
     method: str
-    model: torch.nn.Module
-    tokenizer: Any
     collate: Any
     vocab_size: int  # the teacher's V (tempered tail bucket)
+    model: torch.nn.Module | None = None
+    tokenizer: Any = None
 
     @classmethod
     def create(cls, cfg, manifest: Manifest) -> CrossTokenizerSetup:
-        from logitcache.crosstok import CrossTokenizerCollate, Retokenizer, check_roundtrip
-
-        if manifest.top_k == 0:
-            raise ConfigError(
-                f"cache {cfg.cache} stores no top-k (built with --top-k 0): ULD and GOLD "
-                "compare the teacher's top-k distribution. Rebuild with --top-k K (e.g. 64)."
-            )
+        """For ``logitcache train``: the student and its tokenizer from ``cfg.student``."""
         torch.manual_seed(cfg.seed)
         model, tokenizer = load_student_with_tokenizer(cfg.student)
-        teacher_tok = load_teacher_tokenizer(manifest, cfg.teacher_tokenizer)
-        retok = Retokenizer(teacher_tok, tokenizer)
-        cache = open_cache(cfg.cache, cfg.storage_options)
-        probe = []
-        for sample in cache.iter_samples():
-            probe.append(sample["input_ids"])
-            if len(probe) >= ROUNDTRIP_ROWS:
-                break
-        check_roundtrip(teacher_tok, retok.teacher_table, probe, name="the teacher tokenizer")
-        max_len = getattr(model.config, "max_position_embeddings", None)
-        collate = CrossTokenizerCollate(
-            retok, vocab_map=cfg.cross_tokenizer == "gold", max_len=max_len
+        collate = build_cross_collate(
+            manifest,
+            cfg.cache,
+            tokenizer,
+            method=cfg.cross_tokenizer,
+            teacher_tokenizer=cfg.teacher_tokenizer,
+            storage_options=cfg.storage_options,
+            max_len=getattr(model.config, "max_position_embeddings", None),
         )
-        if cfg.cross_tokenizer == "gold":
-            matched = int((retok.vocab_map >= 0).sum())
-            log.info(
-                "GOLD: %d of %d teacher ids map one-to-one to student ids",
-                matched,
-                len(retok.vocab_map),
-            )
-        return cls(cfg.cross_tokenizer, model, tokenizer, collate, manifest.vocab_size)
+        return cls(cfg.cross_tokenizer, collate, manifest.vocab_size, model, tokenizer)
 
     def loss(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], loss_cfg):
         alpha = 1.0 if loss_cfg.kind == "ce" else loss_cfg.alpha
