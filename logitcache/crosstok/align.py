@@ -27,6 +27,7 @@ distinct). Then:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from logitcache.crosstok.vocab import TokenTable, special_map, token_bytes, voca
 from logitcache.errors import ConfigError
 
 log = logging.getLogger(__name__)
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that surrogateescape could not decode
 
 
 @dataclass
@@ -131,7 +133,7 @@ class Retokenizer:
         st = self.student_table
         arr = np.asarray(ids, np.int64)
         lengths = st.lengths[arr] if arr.size else arr
-        if int(lengths.sum()) == len(data) and b"".join(st.pieces[i] for i in ids) == data:
+        if int(lengths.sum()) == len(data) and b"".join(map(st.pieces.__getitem__, ids)) == data:
             return np.cumsum(lengths)
         char_end = np.concatenate([[0], np.cumsum(_char_bytes(text))])
         ends = np.asarray([e for _, e in offsets], np.int64).clip(0, len(text))
@@ -142,8 +144,22 @@ class Retokenizer:
 
     def align(self, input_ids: np.ndarray, loss_mask: np.ndarray) -> Aligned:
         """The student's view of one cached row (``input_ids``, ``loss_mask`` of length T)."""
+        return self.align_rows([(input_ids, loss_mask)])[0]
+
+    def align_rows(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Aligned]:
+        """:meth:`align` for many rows, with one call into the student's tokenizer."""
+        prepared = [self._split(ids) for ids, _ in rows]
+        texts = [text for p in prepared for _, _, text in p[1]]
+        encoded = iter(self._encode_runs(texts))
+        out = []
+        for (ids, mask), (order, runs, t_start, t_end) in zip(rows, prepared):
+            row_enc = [next(encoded) for _ in runs]
+            out.append(self._assemble(ids, mask, order, runs, row_enc, t_start, t_end))
+        return out
+
+    def _split(self, input_ids):
+        """A row's text runs between special tokens, and the byte axis of its teacher tokens."""
         ids = np.asarray(input_ids, np.int64)
-        mask = np.asarray(loss_mask, bool)
         tt = self.teacher_table
         if ids.size and int(ids.max()) >= len(tt):
             raise ConfigError(
@@ -154,31 +170,34 @@ class Retokenizer:
         width = np.where(spec, 1, tt.lengths[ids])
         t_end = np.cumsum(width)
         t_start = t_end - width
-
-        # pieces in row order: text runs between special tokens, and the specials themselves
         runs: list[tuple[int, bytes, str]] = []  # (byte base, core bytes, text)
         order: list[tuple[str, int]] = []  # ("run", index into runs) | ("special", j)
-        j, n = 0, len(ids)
-        while j < n:
-            if spec[j]:
-                order.append(("special", j))
-                j += 1
-                continue
-            k = j
-            while k < n and not spec[k]:
-                k += 1
-            data = b"".join(tt.pieces[i] for i in ids[j:k])
-            lo, hi = _utf8_core(data)
-            core = data[lo:hi]
-            text = core.decode("utf-8", "surrogateescape")
-            if any(0xDC80 <= ord(c) <= 0xDCFF for c in text):  # bad bytes inside: keep a char each
-                text = "".join("\ufffd" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
-            if core:
-                order.append(("run", len(runs)))
-                runs.append((int(t_start[j]) + lo, core, text))
-            j = k
-        encoded = self._encode_runs([text for _, _, text in runs])
+        pieces = tt.pieces
+        id_list = ids.tolist()
+        cuts = np.flatnonzero(spec).tolist()
+        start = 0
+        for stop in [*cuts, len(id_list)]:
+            if stop > start:  # a text run [start, stop)
+                data = b"".join(map(pieces.__getitem__, id_list[start:stop]))
+                lo, hi = _utf8_core(data)
+                core = data[lo:hi]
+                if core:
+                    try:
+                        text = core.decode("utf-8")
+                    except UnicodeDecodeError:  # bad bytes inside: one replacement char each
+                        text = core.decode("utf-8", "surrogateescape")
+                        text = _SURROGATE.sub("\ufffd", text)
+                    order.append(("run", len(runs)))
+                    runs.append((int(t_start[start]) + lo, core, text))
+            if stop < len(id_list):
+                order.append(("special", stop))
+            start = stop + 1
+        return order, runs, t_start, t_end
 
+    def _assemble(self, input_ids, loss_mask, order, runs, encoded, t_start, t_end) -> Aligned:
+        ids = np.asarray(input_ids, np.int64)
+        mask = np.asarray(loss_mask, bool)
+        n = len(ids)
         s_ids: list[np.ndarray] = []
         s_start: list[np.ndarray] = []
         s_end: list[np.ndarray] = []
@@ -235,6 +254,3 @@ class Retokenizer:
             )
             teacher_pos[:-1] = np.where(ok, t_c, -1)
         return Aligned(out_ids, targets, teacher_pos, piece_bytes)
-
-    def align_rows(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Aligned]:
-        return [self.align(ids, mask) for ids, mask in rows]

@@ -67,7 +67,7 @@ class CrossTokenizerCollate:
                 "the cache with --top-k K (e.g. 64), or train a same-tokenizer student with "
                 "--loss rs_kd."
             )
-        rows = [self.retokenizer.align(s["input_ids"], s["loss_mask"]) for s in samples]
+        rows = self.retokenizer.align_rows([(s["input_ids"], s["loss_mask"]) for s in samples])
         if self.max_len is not None:
             rows = [r.crop(self.max_len) for r in rows]
         b, s_max = len(rows), max(1, max(len(r) for r in rows))
