@@ -151,10 +151,15 @@ def gold(
     return kl_m + kl_rest + uld_rest
 
 
-def _project(weight: torch.Tensor | None, bias: torch.Tensor | None):
+def _project(weight: torch.Tensor | None, bias: torch.Tensor | None, softcap: float | None):
     if weight is None:
         return lambda x: x
-    return lambda x: F.linear(x, weight, bias)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        z = F.linear(x, weight, bias)
+        return torch.tanh(z / softcap) * softcap if softcap else z
+
+    return project
 
 
 def _chunked(fn: Callable, chunk_size: int | None, n: int, *tensors) -> list[torch.Tensor]:
@@ -183,6 +188,7 @@ def _loss(
     vocab_size: int | None,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
+    softcap: float | None = None,
 ):
     if method not in METHODS:
         raise ConfigError(f"unknown cross-tokenizer method {method!r}; choose one of {METHODS}")
@@ -194,7 +200,7 @@ def _loss(
     labels, kd_mask = batch["labels"], batch["kd_mask"]
     ce_mask = labels != -100
     sel = ce_mask | kd_mask  # positions either term reads: one logits pass serves both
-    project = _project(weight, bias)
+    project = _project(weight, bias, softcap)
     xs = x[sel]
     ys, ce_m, kd_m = labels[sel], ce_mask[sel], kd_mask[sel]
     lp, tl = batch["topk_logprobs"][sel], batch["tail_logmass"][sel]
@@ -273,11 +279,18 @@ def cross_tokenizer_loss_from_hidden(
     method: str = "uld",
     temperature: float = 1.0,
     alpha: float = 0.5,
-    chunk_size: int | None = 1024,
+    chunk_size: int | None = None,
     vocab_size: int | None = None,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """As :func:`cross_tokenizer_loss`, from the last hidden states ``[B, S, H]`` and the
-    output layer ``weight [V, H]``: logits exist for ``chunk_size`` positions at a time."""
+    output layer ``weight [V, H]`` (``+ bias``, then the ``softcap`` ``c * tanh(z / c)`` if
+    given): logits exist for ``chunk_size`` positions at a time (default: about the fused
+    loss's logit budget per chunk, :func:`logitcache.losses.fused.default_chunk_size`)."""
+    if chunk_size is None:
+        from logitcache.losses.fused import default_chunk_size
+
+        chunk_size = default_chunk_size(weight.shape[0], hidden.device)
     return _loss(
         hidden,
         batch,
@@ -288,4 +301,5 @@ def cross_tokenizer_loss_from_hidden(
         vocab_size=vocab_size,
         weight=weight,
         bias=bias,
+        softcap=softcap,
     )

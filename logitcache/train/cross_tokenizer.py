@@ -26,7 +26,12 @@ import torch
 
 from logitcache.errors import ConfigError, LogitCacheError, VocabularyMismatchError
 from logitcache.format import Manifest, open_cache
-from logitcache.losses.cross_tokenizer import cross_tokenizer_loss, gold, uld
+from logitcache.losses.cross_tokenizer import (
+    cross_tokenizer_loss,
+    cross_tokenizer_loss_from_hidden,
+    gold,
+    uld,
+)
 from logitcache.train.distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
@@ -234,17 +239,51 @@ class CrossTokenizerSetup:
         )
         return cls(cfg.cross_tokenizer, collate, manifest.vocab_size, model, tokenizer)
 
-    def loss(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], loss_cfg):
-        alpha = 1.0 if loss_cfg.kind == "ce" else loss_cfg.alpha
-        return cross_tokenizer_loss(
-            logits,
-            batch,
+    def _kw(self, loss_cfg) -> dict[str, Any]:
+        return dict(
             method=self.method,
             temperature=loss_cfg.temperature,
-            alpha=alpha,
+            alpha=1.0 if loss_cfg.kind == "ce" else loss_cfg.alpha,
             chunk_size=loss_cfg.chunk_size,
             vocab_size=self.vocab_size,
         )
+
+    def loss(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], loss_cfg):
+        """From the student's dense ``[B, S, V]`` logits (``--loss-impl dense``)."""
+        return cross_tokenizer_loss(logits, batch, **self._kw(loss_cfg))
+
+    def loss_from_hidden(self, hidden, weight, bias, batch, loss_cfg, *, softcap=None):
+        """From the last hidden states and the output layer, chunk by chunk (fused)."""
+        return cross_tokenizer_loss_from_hidden(
+            hidden, weight, batch, bias=bias, softcap=softcap, **self._kw(loss_cfg)
+        )
+
+
+def _position_logits(model: torch.nn.Module, batch, masks, autocast: bool, device):
+    """For each boolean mask, the student's float32 logits at those positions, in chunks of
+    positions computed from the last hidden state and the output layer (no ``[B, S, V]``)
+    when the model is a body plus a linear head; from its dense logits otherwise."""
+    from logitcache.losses.fused import default_chunk_size
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, "base_model", model)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        if head is None or body is model or getattr(head, "weight", None) is None:
+            z = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return [[z[m].float()] for m in masks]
+        h = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+    weight, bias = head.weight, getattr(head, "bias", None)
+    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    step = default_chunk_size(weight.shape[0], device)
+    out = []
+    for m in masks:
+        hm = h[m]
+        parts = []
+        for i in range(0, hm.shape[0], step):
+            z = torch.nn.functional.linear(hm[i : i + step].float(), weight.float(), bias)
+            parts.append(torch.tanh(z / softcap) * softcap if softcap else z)
+        out.append(parts)
+    return out
 
 
 @torch.no_grad()
@@ -266,29 +305,33 @@ def evaluate_cross(
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-        ce_mask = batch["labels"] != -100
-        if ce_mask.any():
-            z = logits[ce_mask].float()
-            ce = torch.nn.functional.cross_entropy(z, batch["labels"][ce_mask], reduction="none")
-            nbytes = batch["label_bytes"][ce_mask]
-            sums[0] += z.shape[0]
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+        ce_mask, kd_mask = batch["labels"] != -100, batch["kd_mask"]
+        ce_parts, kd_parts = _position_logits(model, batch, [ce_mask, kd_mask], autocast, device)
+        labels, nbytes = batch["labels"][ce_mask], batch["label_bytes"][ce_mask]
+        at = 0
+        for z in ce_parts:
+            n = z.shape[0]
+            ce = torch.nn.functional.cross_entropy(z, labels[at : at + n], reduction="none")
+            nb = nbytes[at : at + n]
+            sums[0] += n
             sums[1] += ce.sum().item()
-            sums[5] += ce[nbytes > 0].sum().item()
-            sums[6] += nbytes.sum().item()
-        kd_mask = batch["kd_mask"]
-        if kd_mask.any():
-            z = logits[kd_mask].float()
-            lp, tl = batch["topk_logprobs"][kd_mask], batch["tail_logmass"][kd_mask]
-            sums[2] += z.shape[0]
+            sums[5] += ce[nb > 0].sum().item()
+            sums[6] += nb.sum().item()
+            at += n
+        lp_all, tl_all = batch["topk_logprobs"][kd_mask], batch["tail_logmass"][kd_mask]
+        sids_all = batch["topk_student_ids"][kd_mask] if "topk_student_ids" in batch else None
+        at = 0
+        for z in kd_parts:
+            n = z.shape[0]
+            lp, tl = lp_all[at : at + n], tl_all[at : at + n]
+            sums[2] += n
             sums[3] += uld(z, lp, tl, vocab_size=vocab_size).sum().item()
-            if "topk_student_ids" in batch:
-                sids = batch["topk_student_ids"][kd_mask]
-                sums[4] += gold(z, sids, lp, tl, vocab_size=vocab_size).sum().item()
+            if sids_all is not None:
+                sums[4] += (
+                    gold(z, sids_all[at : at + n], lp, tl, vocab_size=vocab_size).sum().item()
+                )
+            at += n
     n, ce, n_kd, uld_sum, gold_sum, ce_b, nbytes = all_reduce_sum(sums, device)
     model.train(was_training)
     if n == 0:

@@ -48,13 +48,11 @@ class StudentObjective(torch.nn.Module):
         self.model = model
         self.loss = loss
         self.vocab_size = vocab_size
-        self.cross = cross  # a CrossTokenizerSetup: its loss reads the dense student logits
-        self.fused = loss.impl == "fused" and cross is None
+        self.cross = cross  # a CrossTokenizerSetup: ULD / GOLD on the student's own ids
+        self.fused = loss.impl == "fused"
         self.softcap: float | None = None
         if self.fused:
             self.softcap = check_fusable(model)
-        elif cross is not None and loss.impl == "fused":
-            log.info("cross-tokenizer losses read the student's dense logits; not fusing")
 
     def _parts(self):
         head = self.model.get_output_embeddings()
@@ -74,6 +72,10 @@ class StudentObjective(torch.nn.Module):
                 return self.cross.loss(logits, batch, self.loss)
             return compute_loss(logits, batch, self.loss, vocab_size=self.vocab_size)
         _, weight, bias = self._parts()
+        if self.cross is not None:  # chunked over positions: one [chunk, V] block at a time
+            return self.cross.loss_from_hidden(
+                self.hidden(batch), weight, bias, batch, self.loss, softcap=self.softcap
+            )
         return fused_loss(
             self.hidden(batch),
             weight,

@@ -136,3 +136,36 @@ def test_a_cache_without_topk_is_refused(tmp_path, tiny_llama_dir, student_dir):
     writer.finish({"rows": 1})
     with pytest.raises(ConfigError, match="--top-k K"):
         train(config(uri, tmp_path / "run", student_dir, steps=1))
+
+
+def test_fused_and_dense_objectives_agree_for_a_cross_tokenizer_student(kd_cache, student_dir):
+    """The trainer's default (fused: logits chunk by chunk from hidden states) computes the same
+    loss and gradients as the dense path on real cross-tokenizer batches."""
+    import torch
+
+    from logitcache.data import CacheDataset, make_dataloader
+    from logitcache.format import open_cache
+    from logitcache.train.cross_tokenizer import CrossTokenizerSetup
+    from logitcache.train.objective import StudentObjective
+
+    manifest = open_cache(kd_cache).manifest
+    cfg = config(kd_cache, "unused", student_dir, cross_tokenizer="gold")
+    setup = CrossTokenizerSetup.create(cfg, manifest)
+    loader = make_dataloader(
+        CacheDataset(kd_cache, shuffle=False), batch_size=4, collate_fn=setup.collate
+    )
+    batch = next(iter(loader))
+    grads = []
+    for impl in ("fused", "dense"):
+        loss_cfg = LossConfig(alpha=0.3, temperature=2.0, impl=impl, chunk_size=37)
+        objective = StudentObjective(
+            setup.model, loss_cfg, vocab_size=manifest.vocab_size, cross=setup
+        )
+        setup.model.zero_grad()
+        loss, m = objective(batch)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in setup.model.parameters()]))
+        assert int(m["kd_tokens"]) > 0
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
