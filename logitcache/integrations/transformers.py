@@ -306,7 +306,7 @@ class DistillationMixin:
         """
         ids, attn = inputs["input_ids"], inputs["attention_mask"]
         v = self.manifest.vocab_size
-        if self.fused and self.cross is None:
+        if self.fused:
             from logitcache.losses import fused_loss
 
             none = torch.zeros(0, dtype=torch.long, device=ids.device)
@@ -318,6 +318,16 @@ class DistillationMixin:
                 logits_to_keep=none,
             )
             head = self.model.get_output_embeddings()
+            if self.cross is not None:  # ULD / GOLD on the student's own ids, chunk by chunk
+                loss, metrics = self.cross.loss_from_hidden(
+                    outputs.hidden_states[-1],
+                    head.weight,
+                    getattr(head, "bias", None),
+                    inputs,
+                    self.loss_config,
+                    softcap=self._softcap,
+                )
+                return loss, metrics, outputs
             loss, metrics = fused_loss(
                 outputs.hidden_states[-1],
                 head.weight,
