@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="the vLLM tests run in .venv-vllm: `make test-vllm`")
 
-from conftest import compare_soft_labels, run_cli  # noqa: E402
+from vllm_helpers import compare_soft_labels, run_cli  # noqa: E402
 
 from logitcache.format import open_cache  # noqa: E402
 

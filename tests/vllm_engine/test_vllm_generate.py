@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="the vLLM tests run in .venv-vllm: `make test-vllm`")
 
-from conftest import compare_soft_labels, run_cli, samples  # noqa: E402
+from vllm_helpers import compare_soft_labels, run_cli, samples  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 PROMPTS = [

