@@ -10,24 +10,14 @@ a local one.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+
+from logitcache.cli import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    from logitcache.capture import build_cache
-    from logitcache.cli.build import add_parser, config_from_args
-
-    parser = argparse.ArgumentParser(prog="build_cache", description=__doc__.split("\n")[0])
-    add_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    manifest = build_cache(config_from_args(args))
-    logging.getLogger("build_cache").info("done: %s", manifest.stats.get("run"))
-    return 0
+    """``logitcache build ...``: the same parser, config and error handling as the CLI."""
+    return cli_main(["build", *(sys.argv[1:] if argv is None else argv)], prog="build_cache")
 
 
 if __name__ == "__main__":

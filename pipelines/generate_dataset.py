@@ -9,24 +9,16 @@ Inside a Ray job RAY_ADDRESS is set, so the run joins the job's cluster.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+
+from logitcache.cli import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    from logitcache.cli.generate import add_parser, config_from_args
-    from logitcache.generate import generate_dataset
-
-    parser = argparse.ArgumentParser(prog="generate_dataset", description=__doc__.split("\n")[0])
-    add_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    """``logitcache generate ...``: the same parser, config and error handling as the CLI."""
+    return cli_main(
+        ["generate", *(sys.argv[1:] if argv is None else argv)], prog="generate_dataset"
     )
-    manifest = generate_dataset(config_from_args(args))
-    logging.getLogger("generate_dataset").info("done: %s", manifest.stats.get("run"))
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,24 +8,14 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
 
-from logitcache.cli.train import add_parser, config_from_args
-from logitcache.train import train
+from logitcache.cli import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    print(json.dumps(train(config_from_args(args))))
-    return 0
+    """``logitcache train ...``: the same parser, config and error handling as the CLI."""
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)], prog="train_student")
 
 
 if __name__ == "__main__":

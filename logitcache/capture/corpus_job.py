@@ -13,7 +13,7 @@ import time
 
 from logitcache.capture.calibrate import calibration_budget
 from logitcache.capture.config import CaptureConfig
-from logitcache.capture.driver import WriteJob, run_write_job
+from logitcache.capture.driver import WriteJob, check_inputs, run_write_job
 from logitcache.capture.executors import make_executor
 from logitcache.capture.placement import replica_spec
 from logitcache.capture.plan import plan_build
@@ -46,6 +46,9 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
     from logitcache.teachers import load_tokenizer
 
     t_start = time.perf_counter()
+    check_inputs(
+        inputs=cfg.corpus, out=cfg.out, catalog=cfg.catalog, storage_options=cfg.storage_options
+    )
     tcfg = teacher_config(cfg)
     tokenizer = load_tokenizer(tcfg)
     executor = make_executor(

@@ -68,6 +68,32 @@ class WriteJob:
     new_tokens_per_row: int = 0
 
 
+def check_inputs(
+    *,
+    inputs: list[str],
+    out: str | None,
+    catalog: str | None = None,
+    storage_options: Any = None,
+) -> None:
+    """Fail fast, before Ray starts or a teacher loads: storage options parse, the inputs
+    exist, and the output (or catalog) is reachable with the credentials at hand."""
+    from logitcache.corpus import expand_sources
+    from logitcache.storage import parse_storage_options
+    from logitcache.storage.failures import blame
+
+    parse_storage_options(storage_options)
+    with blame(inputs[0] if inputs else "corpus"):
+        expand_sources(inputs, storage_options)
+    where = catalog or out
+    if where:
+        with blame(where):
+            store = Store.open(where, storage_options)
+            if catalog:
+                store.exists("index")
+            else:
+                read_manifest(store)
+
+
 def run_write_job(job: WriteJob, executor: Executor, *, t_start: float | None = None) -> Manifest:
     """Write (or finish writing) the cache of ``job`` with ``executor``; return its manifest."""
     from logitcache.teachers import tokenizer_identity
@@ -220,4 +246,4 @@ def _log_summary(kind: str, m: Manifest, uri: str) -> None:
     )
 
 
-__all__ = ["WriteJob", "open_target", "run_write_job"]
+__all__ = ["WriteJob", "check_inputs", "open_target", "run_write_job"]

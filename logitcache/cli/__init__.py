@@ -14,6 +14,8 @@ import sys
 from logitcache import __version__
 from logitcache.errors import LogitCacheError
 
+log = logging.getLogger("logitcache.cli")
+
 # Loggers whose DEBUG output carries credentials (request headers, session tokens).
 QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer")
 
@@ -55,7 +57,28 @@ def _parser_for(argv: list[str]) -> argparse.ArgumentParser:
     return build_parser()
 
 
-def main(argv: list[str] | None = None) -> int:
+# Arguments naming the data a command works on, in the order a storage error is blamed on them.
+_URI_ARGS = ("cache", "out", "catalog", "root", "prompts", "corpus")
+
+
+def _uri_of(args: argparse.Namespace) -> str:
+    from logitcache.storage import redact_uri
+
+    for name in _URI_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value:
+            return redact_uri(str(value))
+    return "storage"
+
+
+def main(argv: list[str] | None = None, *, prog: str = "logitcache") -> int:
+    """Run one command; errors become one line on stderr and exit status 2.
+
+    ``pipelines/*.py`` (Ray job entrypoints) call this too, with ``prog`` set to their name,
+    so a job fails exactly as the CLI does.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser_for(argv).parse_args(argv)
     logging.basicConfig(
@@ -67,17 +90,28 @@ def main(argv: list[str] | None = None) -> int:
     # logitcache's own debug lines, never the credentials of the storage client.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    from logitcache.storage.failures import explain_storage_failure
+
+    where = f"{prog} {args.command}"
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except LogitCacheError as exc:
-        print(f"logitcache {args.command}: error: {exc}", file=sys.stderr)
+        reason = explain_storage_failure(exc)
+        extra = f" ({reason})" if reason and reason not in str(exc) else ""
+        print(f"{where}: error: {exc}{extra}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"logitcache {args.command}: interrupted; committed work is kept, re-run to resume",
-            file=sys.stderr,
-        )
+        print(f"{where}: interrupted; committed work is kept, re-run to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Storage failures that reach us raw (botocore, aiohttp): one line naming the URI and
+        # the likely fix. Anything else is a bug: keep its traceback.
+        reason = explain_storage_failure(exc)
+        if reason is None:
+            raise
+        log.debug("storage failure", exc_info=True)
+        print(f"{where}: error: {_uri_of(args)}: {reason}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ def open_cache(uri: str, storage_options: str | Mapping[str, Any] | None = None)
     store = Store.open(uri, storage_options)
     manifest = read_manifest(store)
     if manifest is None:
+        bucket = store.missing_bucket()
+        if bucket:
+            raise CacheNotFoundError(
+                f"no cache at {store.uri}: the bucket {bucket!r} does not exist. Check the URI "
+                "for typos, or create the bucket first."
+            )
         raise CacheNotFoundError(
             f"no cache at {store.uri}: {MANIFEST_NAME} not found. Check the URI and "
             "--storage-options, or build one with `logitcache build`."

@@ -15,7 +15,7 @@ import logging
 import time
 
 from logitcache.capture.corpus_job import teacher_config
-from logitcache.capture.driver import WriteJob, run_write_job
+from logitcache.capture.driver import WriteJob, check_inputs, run_write_job
 from logitcache.capture.executors import make_executor
 from logitcache.capture.placement import replica_spec
 from logitcache.capture.stages import ScoreStage
@@ -32,6 +32,7 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
     from logitcache.teachers import load_tokenizer
 
     t_start = time.perf_counter()
+    check_inputs(inputs=cfg.prompts, out=cfg.out, storage_options=cfg.storage_options)
     tcfg = teacher_config(cfg)
     tokenizer = load_tokenizer(tcfg)
     plan = plan_prompts(cfg, tokenizer)

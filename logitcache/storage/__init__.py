@@ -207,6 +207,18 @@ class Store:
             out.append(f"{rel_dir.rstrip('/')}/{name}")
         return sorted(out)
 
+    def missing_bucket(self) -> str | None:
+        """On an object store, the bucket of this root if it does not exist (else None): lets a
+        'not found' say that the bucket itself is missing."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        if self.is_local or "memory" in protocols:
+            return None
+        bucket = self.root.split("/", 1)[0]
+        try:
+            return None if self.fs.exists(bucket) else bucket
+        except OSError:
+            return None
+
     # -- conditional writes (see logitcache.storage.conditional) -------------------------------
     @property
     def atomic_conditional_writes(self) -> bool:

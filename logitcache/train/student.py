@@ -98,6 +98,12 @@ def load_student(path: str) -> tuple[torch.nn.Module, Any | None]:
     """A student from a local directory or hub id, and its tokenizer if it ships one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    local = path.startswith(("/", "./", "../", "~")) or os.path.sep + os.path.sep in path
+    if local and not os.path.isdir(os.path.expanduser(path)):
+        raise ConfigError(
+            f"--student {path!r}: no such directory. Give a directory written by "
+            "save_pretrained, a hub id (org/name), or a preset (tiny, small)."
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
