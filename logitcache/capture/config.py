@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from logitcache.corpus import FORMATS, PACKING_MODES
+from logitcache.corpus import FORMATS, INVALID_UTF8_MODES, PACKING_MODES
 from logitcache.errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -33,6 +33,7 @@ class CaptureConfig:
     backend: str = "transformers"
     text_field: str = "text"
     format: str = "auto"
+    invalid_utf8: str = "skip"
     packing: str = "pack"
     dtype: str = "auto"
     device: str = "auto"
@@ -102,6 +103,10 @@ class CaptureConfig:
             raise ConfigError(f"--unit-tokens {self.unit_tokens}: must be >= 1")
         if self.format not in FORMATS:
             raise ConfigError(f"--format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.invalid_utf8 not in INVALID_UTF8_MODES:
+            raise ConfigError(
+                f"--invalid-utf8 {self.invalid_utf8!r}: choose one of {', '.join(INVALID_UTF8_MODES)}"
+            )
         if self.packing not in PACKING_MODES:
             raise ConfigError(
                 f"--packing {self.packing!r}: choose one of {', '.join(PACKING_MODES)}"

@@ -84,7 +84,13 @@ def plan_build(cfg, tokenizer, tokenize_map: TokenizeMap | None = None) -> Plan:
     tokenize_map = tokenize_map or local_tokenize_map(tokenizer)
     sources = expand_sources(cfg.corpus, cfg.storage_options)
     read_stats = ReadStats()
-    docs = read_documents(sources, fmt=cfg.format, text_field=cfg.text_field, stats=read_stats)
+    docs = read_documents(
+        sources,
+        fmt=cfg.format,
+        text_field=cfg.text_field,
+        stats=read_stats,
+        invalid_utf8=cfg.invalid_utf8,
+    )
     planner = UnitPlanner(
         PackingConfig(
             seq_len=cfg.seq_len,

@@ -71,6 +71,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="corpus format (auto: by file suffix)",
     )
     p.add_argument(
+        "--invalid-utf8",
+        default="skip",
+        choices=["skip", "replace"],
+        help="a document with invalid UTF-8: skip it (default; counted) or keep it with U+FFFD",
+    )
+    p.add_argument(
         "--packing",
         default="pack",
         choices=["pack", "document"],
@@ -159,6 +165,7 @@ def config_from_args(args: argparse.Namespace):
         backend=args.backend,
         text_field=args.text_field,
         format=args.format,
+        invalid_utf8=args.invalid_utf8,
         packing=args.packing,
         dtype=args.dtype,
         device=args.device,

@@ -58,6 +58,7 @@ class ReadStats:
     documents: int = 0
     skipped_empty: int = 0
     skipped_invalid_utf8: int = 0
+    replaced_invalid_utf8: int = 0
     by_format: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,6 +67,7 @@ class ReadStats:
             "documents": self.documents,
             "skipped_empty": self.skipped_empty,
             "skipped_invalid_utf8": self.skipped_invalid_utf8,
+            "replaced_invalid_utf8": self.replaced_invalid_utf8,
         }
 
 
@@ -90,12 +92,24 @@ def detect_format(src: SourceFile, requested: str) -> str:
     raise CorpusError(f"cannot tell the format of {src.url}; pass --format text|jsonl|parquet|chat")
 
 
-def _decode(data: bytes, where: str, stats: ReadStats) -> str | None:
+INVALID_UTF8_MODES = ("skip", "replace")
+
+
+def _decode(data: bytes, where: str, stats: ReadStats, invalid_utf8: str = "skip") -> str | None:
+    """UTF-8 text, or None when invalid and skipped (counted); ``replace`` keeps the document
+    with U+FFFD for each invalid byte sequence (counted too), so one bad byte in a scraped
+    file does not drop the whole file."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if invalid_utf8 == "replace":
+            stats.replaced_invalid_utf8 += 1
+            log.debug("%s: invalid UTF-8 (%s) replaced with U+FFFD", where, exc.reason)
+            return data.decode("utf-8", errors="replace")
         stats.skipped_invalid_utf8 += 1
-        log.warning("skipping %s: invalid UTF-8 (%s)", where, exc.reason)
+        log.warning(
+            "skipping %s: invalid UTF-8 (%s); --invalid-utf8 replace keeps it", where, exc.reason
+        )
         return None
 
 
@@ -122,22 +136,26 @@ def _messages(obj: Any, where: str) -> tuple[dict[str, str], ...]:
     return tuple(out)
 
 
-def read_text(src: SourceFile, stats: ReadStats) -> Iterator[Document]:
+def read_text(src: SourceFile, stats: ReadStats, invalid_utf8: str = "skip") -> Iterator[Document]:
     with src.open() as fh:
         data = fh.read()
-    text = _decode(data, src.url, stats)
+    text = _decode(data, src.url, stats, invalid_utf8)
     if text is not None and _keep(text, src.url, stats):
         yield Document(text=text, messages=None, where=src.url)
 
 
 def read_jsonl(
-    src: SourceFile, stats: ReadStats, text_field: str, chat: bool | None
+    src: SourceFile,
+    stats: ReadStats,
+    text_field: str,
+    chat: bool | None,
+    invalid_utf8: str = "skip",
 ) -> Iterator[Document]:
     """``chat=None`` decides per record: a ``messages`` list without ``text_field`` is chat."""
     with src.open() as raw:
         for lineno, line in enumerate(raw, 1):
             where = f"{src.url}:{lineno}"
-            decoded = _decode(line, where, stats)
+            decoded = _decode(line, where, stats, invalid_utf8)
             if decoded is None or not decoded.strip():
                 continue
             try:
@@ -171,7 +189,9 @@ def read_jsonl(
                 yield Document(text=text, messages=None, where=where)
 
 
-def read_parquet(src: SourceFile, stats: ReadStats, text_field: str) -> Iterator[Document]:
+def read_parquet(
+    src: SourceFile, stats: ReadStats, text_field: str, invalid_utf8: str = "skip"
+) -> Iterator[Document]:
     import pyarrow.parquet as pq
 
     with src.fs.open(src.path, "rb") as fh:
@@ -190,7 +210,7 @@ def read_parquet(src: SourceFile, stats: ReadStats, text_field: str) -> Iterator
                     stats.skipped_empty += 1
                     continue
                 if isinstance(text, bytes):
-                    text = _decode(text, where, stats)
+                    text = _decode(text, where, stats, invalid_utf8)
                     if text is None:
                         continue
                 if _keep(text, where, stats):
@@ -203,18 +223,29 @@ def read_documents(
     fmt: str = "auto",
     text_field: str = "text",
     stats: ReadStats | None = None,
+    invalid_utf8: str = "skip",
 ) -> Iterator[Document]:
-    """All documents of all sources, in order. Raises CorpusError when there are none."""
+    """All documents of all sources, in order. Raises CorpusError when there are none.
+
+    ``invalid_utf8``: ``skip`` (default) drops a document with invalid UTF-8, counted in
+    ``stats.skipped_invalid_utf8``; ``replace`` keeps it with U+FFFD, counted in
+    ``stats.replaced_invalid_utf8``."""
+    if invalid_utf8 not in INVALID_UTF8_MODES:
+        raise CorpusError(
+            f"--invalid-utf8 {invalid_utf8!r}: choose one of {', '.join(INVALID_UTF8_MODES)}"
+        )
     stats = stats if stats is not None else ReadStats()
     for src in sources:
         kind = detect_format(src, fmt)
         stats.files += 1
         if kind == "text":
-            docs = read_text(src, stats)
+            docs = read_text(src, stats, invalid_utf8)
         elif kind == "parquet":
-            docs = read_parquet(src, stats, text_field)
+            docs = read_parquet(src, stats, text_field, invalid_utf8)
         else:
-            docs = read_jsonl(src, stats, text_field, True if kind == "chat" else None)
+            docs = read_jsonl(
+                src, stats, text_field, True if kind == "chat" else None, invalid_utf8
+            )
         for doc in docs:
             stats.documents += 1
             stats.by_format[kind] = stats.by_format.get(kind, 0) + 1

@@ -125,3 +125,28 @@ def test_gzip_jsonl(tmp_path):
         fh.write('{"text": "zipped"}\n')
     docs, _ = _read([str(tmp_path / "c.jsonl.gz")])
     assert docs[0].text == "zipped"
+
+
+def test_invalid_utf8_skip_by_default_replace_keeps_the_text(tmp_path):
+    (tmp_path / "scraped.txt").write_bytes("caf\u00e9 page one\n".encode() + b"bad \xff byte\n")
+    (tmp_path / "clean.txt").write_text("clean page")
+    docs, stats = _read([str(tmp_path / "*.txt")])
+    assert [d.text for d in docs] == ["clean page"]  # the whole file was dropped, counted
+    assert stats.skipped_invalid_utf8 == 1 and stats.replaced_invalid_utf8 == 0
+    docs, stats = _read([str(tmp_path / "*.txt")], invalid_utf8="replace")
+    assert [d.text for d in docs] == ["clean page", "caf\u00e9 page one\nbad \ufffd byte\n"]
+    assert stats.skipped_invalid_utf8 == 0 and stats.replaced_invalid_utf8 == 1
+    assert stats.as_dict()["replaced_invalid_utf8"] == 1
+    with pytest.raises(CorpusError, match="--invalid-utf8 'drop'"):
+        _read([str(tmp_path / "*.txt")], invalid_utf8="drop")
+
+
+def test_invalid_utf8_replace_in_jsonl_and_parquet(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_bytes(b'{"text": "ok"}\n{"text": "bad \xff utf8"}\n')
+    docs, stats = _read([str(p)], invalid_utf8="replace")
+    assert [d.text for d in docs] == ["ok", "bad \ufffd utf8"] and stats.replaced_invalid_utf8 == 1
+    table = pa.table({"text": pa.array([b"fine", b"bad \xfe"], type=pa.binary())})
+    pq.write_table(table, tmp_path / "c.parquet")
+    docs, stats = _read([str(tmp_path / "c.parquet")], invalid_utf8="replace")
+    assert [d.text for d in docs] == ["fine", "bad \ufffd"] and stats.replaced_invalid_utf8 == 1
