@@ -11,8 +11,8 @@ from typing import Any
 
 from logitcache.corpus import FORMATS, INVALID_UTF8_MODES, PACKING_MODES
 from logitcache.errors import ConfigError
+from logitcache.teachers.config import DTYPES
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from logitcache.cli.common import add_storage_options
+from logitcache.teachers.config import DTYPES
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -82,7 +83,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         choices=["pack", "document"],
         help="pack documents with EOS between them, or one document per row",
     )
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="teacher compute dtype")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--batch-tokens", type=int, default=8192, help="padded tokens per teacher forward"

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from logitcache.cli.common import add_storage_options
+from logitcache.teachers.config import DTYPES
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -60,7 +61,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="pipeline stages per replica, each of --gpus-per-teacher GPUs (vLLM: across nodes)",
     )
     p.add_argument("--backend", default="transformers", help="transformers (default) or vllm")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="teacher compute dtype")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--batch-tokens", type=int, default=8192, help="prompt+response tokens per teacher batch"

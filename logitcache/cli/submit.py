@@ -37,6 +37,17 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="YAML",
         help="runtime env file merged in (pip, env_vars, ...), e.g. cluster/runtime_env.yaml",
     )
+    p.add_argument(
+        "--runtime-env-pip",
+        action="store_true",
+        help="install logitcache's dependencies in the job's runtime env (pip), for a cluster "
+        "whose image lacks them (the image from cluster/Dockerfile has them)",
+    )
+    p.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the check that the cluster's Python imports logitcache and its dependencies",
+    )
     p.add_argument("--entrypoint-num-cpus", type=float, default=None)
     p.add_argument("--entrypoint-num-gpus", type=float, default=None)
     p.add_argument(
@@ -71,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
         num_gpus=res.num_gpus if args.entrypoint_num_gpus is None else args.entrypoint_num_gpus,
     )
     extra = load_runtime_env_file(args.runtime_env) if args.runtime_env else {}
+    if args.runtime_env_pip:
+        from logitcache.jobs.preflight import PIP_REQUIREMENTS
+
+        pip = extra.get("pip") or []
+        pip = list(pip.get("packages", [])) if isinstance(pip, dict) else list(pip)
+        extra["pip"] = sorted(set(pip) | set(PIP_REQUIREMENTS))
     working_dir = Path(args.working_dir).resolve() if args.working_dir else project_dir()
     req = SubmitRequest(
         command=command,
@@ -80,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         resources=res,
     )
     client = make_client(req.address)
+    if not args.no_preflight:
+        from logitcache.jobs.preflight import check_cluster_python
+
+        check_cluster_python(client, req.runtime_env, address=req.address)
     job_id = submit(client, req)
     print(f"submitted job {job_id} to {req.address}", file=sys.stderr)
     if args.no_wait:

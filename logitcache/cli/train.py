@@ -77,7 +77,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch per rank")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument(
-        "--seq-len", type=int, default=None, help="crop cached rows to this many positions"
+        "--crop-len",
+        "--seq-len",  # its old name; it is a crop, not the cache's row length
+        dest="crop_len",
+        type=int,
+        default=None,
+        metavar="N",
+        help="crop cached rows to their first N positions (default: whole rows)",
     )
     p.add_argument(
         "--eval-every", type=int, default=100, help="evaluate on the held-out split every N steps"
@@ -116,7 +122,7 @@ def config_from_args(args: argparse.Namespace):
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
-        max_seq_len=args.seq_len,
+        max_seq_len=args.crop_len,
         eval_every=args.eval_every,
         eval_batches=args.eval_batches,
         checkpoint_every=args.checkpoint_every,

@@ -203,3 +203,29 @@ def test_jobs_stop(ray_head):
     out = _lc(ray_head, "jobs", "--address", ray_head["address"], "stop", job_id, "--wait")
     assert out.returncode == 3, out.stderr[-2000:]  # EXIT_STOPPED
     assert str(client.get_job_info(job_id).status) == "STOPPED"
+
+
+def test_preflight_names_missing_modules_and_the_fix(ray_head, tmp_path):
+    """A cluster Python that lacks a module logitcache needs fails before the real job, with
+    the fix; simulated on this healthy head by requiring one more module in the probe."""
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("env_vars:\n  LOGITCACHE_PREFLIGHT_EXTRA: no_such_module_lc13\n")
+    out = _lc(
+        ray_head,
+        "submit",
+        "--address",
+        ray_head["address"],
+        "--runtime-env",
+        str(env_file),
+        "--submission-id",
+        "lc-test-never-submitted",
+        "--",
+        "info",
+        str(tmp_path / "cache"),
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    err = out.stderr.strip().splitlines()[-1]
+    assert "lacks no_such_module_lc13" in err and "--runtime-env-pip" in err
+    assert "cluster/Dockerfile" in err
+    jobs = {j.submission_id for j in _client(ray_head).list_jobs()}
+    assert "lc-test-never-submitted" not in jobs  # the real job never started

@@ -173,7 +173,7 @@ def test_cli_trains_with_rs_kd_and_padded_student(kd_cache, tmp_path, capsys, ti
         "0",
         "--heldout-fraction",
         "0.2",
-        "--seq-len",
+        "--crop-len",
         "32",
     ]
     assert cli_main(argv) == 0
