@@ -1,5 +1,8 @@
 """``CaptureConfig``: everything one ``logitcache build`` run needs, checked up front.
 
+:class:`WriteConfig` holds what ``build`` and ``generate`` share (teacher, soft labels,
+scheduling, output options) and checks it once; each command's config adds its own fields.
+
 The CLI, the Ray job entrypoint (pipelines/build_cache.py) and Python callers all build this one
 object, so a bad value fails before any model is loaded, with a message naming the flag.
 """
@@ -17,28 +20,20 @@ PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
 @dataclass(kw_only=True)
-class CaptureConfig:
-    """A build: teacher x corpus -> cache at ``out``. Field names match the CLI flags."""
+class WriteConfig:
+    """What every cache-writing run (``build``, ``generate``) sets: the teacher, the soft
+    labels, how the run is scheduled and where it writes. Validated here, once, for both."""
 
     teacher: str
-    corpus: list[str]
-    out: str | None = None
     top_k: int = 64
     rs_samples: int = 0
-    seq_len: int = 2048
-    max_tokens: int | None = None
     workers: int = 1
     gpus_per_teacher: int = 1
     pipeline_parallel: int = 1
     backend: str = "transformers"
-    text_field: str = "text"
-    format: str = "auto"
-    invalid_utf8: str = "skip"
-    packing: str = "pack"
     dtype: str = "auto"
     device: str = "auto"
     batch_tokens: int = 8192
-    unit_tokens: int = 65536
     codec: str | None = None
     trust_remote_code: bool = False
     revision: str | None = None
@@ -48,42 +43,13 @@ class CaptureConfig:
     threads: int | None = None
     progress: str = "auto"
     log_interval_s: float = 15.0
-    catalog: str | None = None
-    wait_lease: float = 0.0
-    lease_ttl: float = 120.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.corpus, str):
-            self.corpus = [self.corpus]
-        self.corpus = [str(c) for c in self.corpus]
-        self.out = str(self.out) if self.out else None
+        self.teacher = str(self.teacher) if self.teacher else ""
         if not self.teacher:
             raise ConfigError("no teacher: pass --teacher HUB_ID|DIR|FILE.gguf|smollm2-135m")
-        if not self.corpus:
-            raise ConfigError("no corpus: pass --corpus PATH_OR_URI [...] (globs allowed)")
-        if not self.out and not self.catalog:
-            raise ConfigError("no output: pass --out CACHE_URI or --catalog ROOT")
-        if self.out and self.catalog:
-            raise ConfigError(
-                "--out and --catalog both name where the cache goes; pass one (with --catalog "
-                "the cache lives at ROOT/caches/<key>)"
-            )
-        if self.wait_lease < 0 or self.lease_ttl <= 0:
-            raise ConfigError("--wait-lease must be >= 0 and --lease-ttl > 0 (seconds)")
-        if self.top_k < 0:
-            raise ConfigError(f"--top-k {self.top_k}: must be >= 0")
-        if self.rs_samples < 0:
-            raise ConfigError(f"--rs-samples {self.rs_samples}: must be >= 0")
-        if self.top_k == 0 and self.rs_samples == 0:
-            raise ConfigError(
-                "--top-k 0 needs --rs-samples N: with neither top-k entries nor sampled draws "
-                "there is nothing to store"
-            )
-        if self.seq_len < 2:
-            raise ConfigError(f"--seq-len {self.seq_len}: rows need at least 2 tokens")
-        if self.max_tokens is not None and self.max_tokens < 2:
-            raise ConfigError(f"--max-tokens {self.max_tokens}: must be >= 2, or omitted")
+        check_label_counts(self.top_k, self.rs_samples)
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: need at least one teacher worker")
         for flag, value in (
@@ -99,18 +65,6 @@ class CaptureConfig:
             )
         if self.batch_tokens < 1:
             raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be >= 1")
-        if self.unit_tokens < 1:
-            raise ConfigError(f"--unit-tokens {self.unit_tokens}: must be >= 1")
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format {self.format!r}: choose one of {', '.join(FORMATS)}")
-        if self.invalid_utf8 not in INVALID_UTF8_MODES:
-            raise ConfigError(
-                f"--invalid-utf8 {self.invalid_utf8!r}: choose one of {', '.join(INVALID_UTF8_MODES)}"
-            )
-        if self.packing not in PACKING_MODES:
-            raise ConfigError(
-                f"--packing {self.packing!r}: choose one of {', '.join(PACKING_MODES)}"
-            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if self.progress not in PROGRESS_MODES:
@@ -119,10 +73,76 @@ class CaptureConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads {self.threads}: must be >= 1")
-        if not self.text_field:
-            raise ConfigError("--text-field must name a JSONL field or Parquet column")
         if self.ray_address and not self.use_ray:
             raise ConfigError("--ray-address and --no-ray contradict each other; drop one")
+
+
+def check_label_counts(top_k: int, rs_samples: int) -> None:
+    """The k / draws rule of the CLI (against the vocabulary: ``teachers.check_score_args``)."""
+    if top_k < 0:
+        raise ConfigError(f"--top-k {top_k}: must be >= 0")
+    if rs_samples < 0:
+        raise ConfigError(f"--rs-samples {rs_samples}: must be >= 0")
+    if top_k == 0 and rs_samples == 0:
+        raise ConfigError(
+            "--top-k 0 needs --rs-samples N: with neither top-k entries nor sampled draws "
+            "there is nothing to store"
+        )
+
+
+@dataclass(kw_only=True)
+class CaptureConfig(WriteConfig):
+    """A build: teacher x corpus -> cache at ``out``. Field names match the CLI flags."""
+
+    corpus: list[str]
+    out: str | None = None
+    seq_len: int = 2048
+    max_tokens: int | None = None
+    text_field: str = "text"
+    format: str = "auto"
+    invalid_utf8: str = "skip"
+    packing: str = "pack"
+    unit_tokens: int = 65536
+    catalog: str | None = None
+    wait_lease: float = 0.0
+    lease_ttl: float = 120.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.corpus, str):
+            self.corpus = [self.corpus]
+        self.corpus = [str(c) for c in self.corpus]
+        self.out = str(self.out) if self.out else None
+        if not self.corpus:
+            raise ConfigError("no corpus: pass --corpus PATH_OR_URI [...] (globs allowed)")
+        if not self.out and not self.catalog:
+            raise ConfigError("no output: pass --out CACHE_URI or --catalog ROOT")
+        if self.out and self.catalog:
+            raise ConfigError(
+                "--out and --catalog both name where the cache goes; pass one (with --catalog "
+                "the cache lives at ROOT/caches/<key>)"
+            )
+        if self.wait_lease < 0 or self.lease_ttl <= 0:
+            raise ConfigError("--wait-lease must be >= 0 and --lease-ttl > 0 (seconds)")
+        if self.seq_len < 2:
+            raise ConfigError(f"--seq-len {self.seq_len}: rows need at least 2 tokens")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise ConfigError(f"--max-tokens {self.max_tokens}: must be >= 2, or omitted")
+        if self.unit_tokens < 1:
+            raise ConfigError(f"--unit-tokens {self.unit_tokens}: must be >= 1")
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.invalid_utf8 not in INVALID_UTF8_MODES:
+            raise ConfigError(
+                f"--invalid-utf8 {self.invalid_utf8!r}: choose one of "
+                f"{', '.join(INVALID_UTF8_MODES)}"
+            )
+        if self.packing not in PACKING_MODES:
+            raise ConfigError(
+                f"--packing {self.packing!r}: choose one of {', '.join(PACKING_MODES)}"
+            )
+        if not self.text_field:
+            raise ConfigError("--text-field must name a JSONL field or Parquet column")
 
     def capture_section(self) -> dict[str, Any]:
         """The manifest's ``capture`` section: what a resumed run must match exactly."""

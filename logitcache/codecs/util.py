@@ -24,9 +24,3 @@ def list_values(array: pa.Array | pa.ChunkedArray, dtype) -> np.ndarray:
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     flat = array.flatten()
     return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-
-def binary_values(array: pa.Array | pa.ChunkedArray) -> list[bytes]:
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array.to_pylist()

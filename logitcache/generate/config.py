@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from logitcache.capture.config import DTYPES, PROGRESS_MODES
+from logitcache.capture.config import WriteConfig
 from logitcache.errors import ConfigError
 
 
@@ -47,86 +47,33 @@ class GenerationParams:
 
 
 @dataclass(kw_only=True)
-class GenerateConfig:
-    """A generation run: teacher x prompts -> cache at ``out``. Field names match the flags."""
+class GenerateConfig(WriteConfig):
+    """A generation run: teacher x prompts -> cache at ``out``. Field names match the flags;
+    the fields shared with ``build`` (and their checks) are :class:`WriteConfig`'s."""
 
-    teacher: str
     prompts: list[str]
     out: str
     generation: GenerationParams = field(default_factory=GenerationParams)
-    top_k: int = 64
-    rs_samples: int = 0
     max_prompt_tokens: int = 1024
     prompts_per_unit: int = 64
-    workers: int = 1
-    gpus_per_teacher: int = 1
-    pipeline_parallel: int = 1
-    backend: str = "transformers"
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_tokens: int = 8192
-    codec: str | None = None
-    trust_remote_code: bool = False
-    revision: str | None = None
-    storage_options: dict[str, Any] | str | None = None
-    use_ray: bool = True
-    ray_address: str | None = None
-    threads: int | None = None
-    progress: str = "auto"
-    log_interval_s: float = 15.0
     export_jsonl: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.generation, dict):
             self.generation = GenerationParams(**self.generation)
         if isinstance(self.prompts, str):
             self.prompts = [self.prompts]
         self.prompts = [str(p) for p in self.prompts]
         self.out = str(self.out)
-        self.teacher = str(self.teacher) if self.teacher else ""
-        if not self.teacher:
-            raise ConfigError("no teacher: pass --teacher HUB_ID|DIR|FILE.gguf|smollm2-135m")
         if not self.prompts:
             raise ConfigError("no prompts: pass --prompts PATH_OR_URI (JSONL, globs allowed)")
         if not self.out:
             raise ConfigError("no output: pass --out CACHE_URI")
-        if self.top_k < 0 or self.rs_samples < 0:
-            raise ConfigError("--top-k and --rs-samples must be >= 0")
-        if self.top_k == 0 and self.rs_samples == 0:
-            raise ConfigError(
-                "--top-k 0 needs --rs-samples N: with neither top-k entries nor sampled draws "
-                "there is nothing to store"
-            )
         if self.max_prompt_tokens < 1:
             raise ConfigError(f"--max-prompt-tokens {self.max_prompt_tokens}: must be >= 1")
         if self.prompts_per_unit < 1:
             raise ConfigError(f"--prompts-per-unit {self.prompts_per_unit}: must be >= 1")
-        if self.workers < 1:
-            raise ConfigError(f"--workers {self.workers}: need at least one teacher worker")
-        for flag, value in (
-            ("--gpus-per-teacher", self.gpus_per_teacher),
-            ("--pipeline-parallel", self.pipeline_parallel),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{flag} {value!r}: must be an integer >= 1")
-        if self.device == "cpu" and self.gpus_per_teacher * self.pipeline_parallel > 1:
-            raise ConfigError(
-                "--device cpu with --gpus-per-teacher/--pipeline-parallel > 1: a replica of "
-                "several GPUs needs GPUs; drop one of them"
-            )
-        if self.batch_tokens < 1:
-            raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be >= 1")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
-        if self.progress not in PROGRESS_MODES:
-            raise ConfigError(
-                f"progress={self.progress!r}: choose one of {', '.join(PROGRESS_MODES)}"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads {self.threads}: must be >= 1")
-        if self.ray_address and not self.use_ray:
-            raise ConfigError("--ray-address and --no-ray contradict each other; drop one")
 
     @property
     def seq_len(self) -> int:
