@@ -79,8 +79,32 @@ def local_tokenize_map(tokenizer) -> TokenizeMap:
     return lambda jobs: (tokenize_blob(tokenizer, j) for j in jobs)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CorpusSpec:
+    """What planning reads from a config: the corpus and how it is read and packed.
+    :class:`~logitcache.capture.config.CaptureConfig` has these fields too; this is the spec
+    for callers that only want the plan or its fingerprint (the catalog's ``find``)."""
+
+    corpus: list[str]
+    seq_len: int
+    packing: str = "pack"
+    max_tokens: int | None = None
+    format: str = "auto"
+    text_field: str = "text"
+    invalid_utf8: str = "skip"
+    unit_tokens: int = 65536
+    storage_options: Any = None
+
+
+def corpus_fingerprint(spec: CorpusSpec, tokenizer) -> str:
+    """The corpus fingerprint ``build`` would record for ``spec`` (reads and tokenises the
+    corpus; no teacher forward)."""
+    return plan_build(spec, tokenizer).fingerprint
+
+
 def plan_build(cfg, tokenizer, tokenize_map: TokenizeMap | None = None) -> Plan:
-    """Read, tokenise and cut the corpus of ``cfg`` into units (deterministically)."""
+    """Read, tokenise and cut the corpus of ``cfg`` (a CaptureConfig or CorpusSpec) into
+    units (deterministically)."""
     tokenize_map = tokenize_map or local_tokenize_map(tokenizer)
     sources = expand_sources(cfg.corpus, cfg.storage_options)
     read_stats = ReadStats()

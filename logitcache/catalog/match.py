@@ -27,15 +27,13 @@ def corpus_fingerprint(
     storage_options: str | Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(fingerprint, tokenizer identity) of ``corpus`` as ``logitcache build`` would plan it."""
-    from logitcache.capture import CaptureConfig
-    from logitcache.capture.plan import plan_build
+    from logitcache.capture.plan import CorpusSpec
+    from logitcache.capture.plan import corpus_fingerprint as fingerprint_of
     from logitcache.teachers import TeacherConfig, load_tokenizer, tokenizer_identity
 
     tokenizer = load_tokenizer(TeacherConfig(teacher=teacher))
-    cfg = CaptureConfig(
-        teacher=teacher,
+    spec = CorpusSpec(
         corpus=list(corpus),
-        out="memory://unused",
         seq_len=seq_len,
         packing=packing,
         max_tokens=max_tokens,
@@ -43,10 +41,8 @@ def corpus_fingerprint(
         text_field=text_field,
         unit_tokens=unit_tokens,
         storage_options=storage_options,
-        use_ray=False,
     )
-    plan = plan_build(cfg, tokenizer)
-    return plan.fingerprint, tokenizer_identity(tokenizer, len(tokenizer))
+    return fingerprint_of(spec, tokenizer), tokenizer_identity(tokenizer, len(tokenizer))
 
 
 def filter_by_corpus(
