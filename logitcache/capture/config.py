@@ -76,6 +76,52 @@ class WriteConfig:
         if self.ray_address and not self.use_ray:
             raise ConfigError("--ray-address and --no-ray contradict each other; drop one")
 
+    # -- what a run builds from this config -------------------------------------------------
+    def teacher_config(self):
+        """The :class:`~logitcache.teachers.TeacherConfig` (a forward never exceeds the
+        larger of the token budget and the longest row)."""
+        from logitcache.teachers import TeacherConfig
+
+        return TeacherConfig(
+            teacher=self.teacher,
+            backend=self.backend,
+            dtype=self.dtype,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            revision=self.revision,
+            max_batch_tokens=max(self.batch_tokens, self.seq_len),
+            tensor_parallel=self.gpus_per_teacher,
+            pipeline_parallel=self.pipeline_parallel,
+        )
+
+    def score_stage(self, factory: type | None = None, options: dict[str, Any] | None = None):
+        """The picklable recipe of this run's scorer (``factory``: capture's Scorer)."""
+        from logitcache.capture.stages import Scorer, ScoreStage
+
+        return ScoreStage(
+            teacher=self.teacher_config(),
+            top_k=self.top_k,
+            rs_samples=self.rs_samples,
+            batch_tokens=self.batch_tokens,
+            threads=self.threads,
+            factory=factory or Scorer,
+            options=dict(options or {}),
+        )
+
+    def executor(self):
+        """The executor this run schedules on, chosen here once (local or Ray)."""
+        from logitcache.capture.executors import make_executor
+        from logitcache.capture.placement import replica_spec
+
+        return make_executor(
+            use_ray=self.use_ray,
+            workers=self.workers,
+            device=self.device,
+            threads=self.threads,
+            ray_address=self.ray_address,
+            replica=replica_spec(self),
+        )
+
 
 def check_label_counts(top_k: int, rs_samples: int) -> None:
     """The k / draws rule of the CLI (against the vocabulary: ``teachers.check_score_args``)."""

@@ -14,10 +14,7 @@ import time
 from logitcache.capture.calibrate import calibration_budget
 from logitcache.capture.config import CaptureConfig
 from logitcache.capture.driver import WriteJob, check_inputs, run_write_job
-from logitcache.capture.executors import make_executor
-from logitcache.capture.placement import replica_spec
 from logitcache.capture.plan import plan_build
-from logitcache.capture.stages import ScoreStage
 from logitcache.format import Manifest
 from logitcache.format.lease import LeaseConfig
 
@@ -26,19 +23,7 @@ log = logging.getLogger(__name__)
 
 def teacher_config(cfg):
     """The :class:`~logitcache.teachers.TeacherConfig` of a build or generate config."""
-    from logitcache.teachers import TeacherConfig
-
-    return TeacherConfig(
-        teacher=cfg.teacher,
-        backend=cfg.backend,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        trust_remote_code=cfg.trust_remote_code,
-        revision=cfg.revision,
-        max_batch_tokens=max(cfg.batch_tokens, cfg.seq_len),
-        tensor_parallel=cfg.gpus_per_teacher,
-        pipeline_parallel=cfg.pipeline_parallel,
-    )
+    return cfg.teacher_config()
 
 
 def build_cache(cfg: CaptureConfig) -> Manifest:
@@ -49,28 +34,13 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
     check_inputs(
         inputs=cfg.corpus, out=cfg.out, catalog=cfg.catalog, storage_options=cfg.storage_options
     )
-    tcfg = teacher_config(cfg)
-    tokenizer = load_tokenizer(tcfg)
-    executor = make_executor(
-        use_ray=cfg.use_ray,
-        workers=cfg.workers,
-        device=cfg.device,
-        threads=cfg.threads,
-        ray_address=cfg.ray_address,
-        replica=replica_spec(cfg),
-    )
-    with executor:
+    tokenizer = load_tokenizer(cfg.teacher_config())
+    with cfg.executor() as executor:
         plan = plan_build(cfg, tokenizer, executor.tokenize_map(tokenizer))
         job = WriteJob(
             kind="cache",
             units=plan.units,
-            score=ScoreStage(
-                teacher=tcfg,
-                top_k=cfg.top_k,
-                rs_samples=cfg.rs_samples,
-                batch_tokens=cfg.batch_tokens,
-                threads=cfg.threads,
-            ),
+            score=cfg.score_stage(),
             tokenizer=tokenizer,
             capture=cfg.capture_section(),
             corpus=plan.corpus_section(cfg),

@@ -14,11 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from logitcache.capture.corpus_job import teacher_config
 from logitcache.capture.driver import WriteJob, check_inputs, run_write_job
-from logitcache.capture.executors import make_executor
-from logitcache.capture.placement import replica_spec
-from logitcache.capture.stages import ScoreStage
 from logitcache.format import Manifest
 from logitcache.generate.config import GenerateConfig
 from logitcache.generate.prompts import plan_prompts
@@ -33,22 +29,13 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
 
     t_start = time.perf_counter()
     check_inputs(inputs=cfg.prompts, out=cfg.out, storage_options=cfg.storage_options)
-    tcfg = teacher_config(cfg)
-    tokenizer = load_tokenizer(tcfg)
+    tokenizer = load_tokenizer(cfg.teacher_config())
     plan = plan_prompts(cfg, tokenizer)
     capture = cfg.capture_section()
     job = WriteJob(
         kind="dataset",
         units=plan.units,
-        score=ScoreStage(
-            teacher=tcfg,
-            top_k=cfg.top_k,
-            rs_samples=cfg.rs_samples,
-            batch_tokens=cfg.batch_tokens,
-            threads=cfg.threads,
-            factory=GenerateScorer,
-            options={"generation": cfg.generation.as_dict()},
-        ),
+        score=cfg.score_stage(GenerateScorer, {"generation": cfg.generation.as_dict()}),
         tokenizer=tokenizer,
         capture=capture,
         corpus=plan.corpus_section(cfg),
@@ -60,15 +47,7 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
         log_interval_s=cfg.log_interval_s,
         new_tokens_per_row=cfg.generation.max_new_tokens,
     )
-    executor = make_executor(
-        use_ray=cfg.use_ray,
-        workers=cfg.workers,
-        device=cfg.device,
-        threads=cfg.threads,
-        ray_address=cfg.ray_address,
-        replica=replica_spec(cfg),
-    )
-    with executor:
+    with cfg.executor() as executor:
         manifest = run_write_job(job, executor, t_start=t_start)
     if cfg.export_jsonl:
         from logitcache.generate.export import export_jsonl
