@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from logitcache.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+
+def parse_command(cmd: Sequence[str]) -> argparse.Namespace | None:
+    """Parse with logitcache's own CLI parser so a typo fails here, not on the cluster."""
+    from logitcache.cli import COMMANDS, build_parser
+
+    if cmd[0] not in COMMANDS:
+        if cmd[0].startswith("-"):
+            return None  # e.g. --version: nothing to check
+        raise ConfigError(f"unknown command {cmd[0]!r}; choose one of {', '.join(COMMANDS)}")
+    parser = build_parser({cmd[0]: COMMANDS[cmd[0]]})
+    try:
+        return parser.parse_args(list(cmd))
+    except SystemExit as exc:  # argparse already printed the reason
+        raise ConfigError(
+            f"`logitcache {shlex.join(cmd)}` is not a valid command line (see above)"
+        ) from exc
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -66,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         entrypoint_resources,
         follow,
         make_client,
-        parse_command,
         project_dir,
         resolve_address,
         split_command,

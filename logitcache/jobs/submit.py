@@ -89,23 +89,6 @@ def split_command(command: Sequence[str]) -> list[str]:
     return cmd
 
 
-def parse_command(cmd: Sequence[str]) -> argparse.Namespace | None:
-    """Parse with logitcache's own CLI parser so a typo fails here, not on the cluster."""
-    from logitcache.cli import COMMANDS, build_parser
-
-    if cmd[0] not in COMMANDS:
-        if cmd[0].startswith("-"):
-            return None  # e.g. --version: nothing to check
-        raise ConfigError(f"unknown command {cmd[0]!r}; choose one of {', '.join(COMMANDS)}")
-    parser = build_parser({cmd[0]: COMMANDS[cmd[0]]})
-    try:
-        return parser.parse_args(list(cmd))
-    except SystemExit as exc:  # argparse already printed the reason
-        raise ConfigError(
-            f"`logitcache {shlex.join(cmd)}` is not a valid command line (see above)"
-        ) from exc
-
-
 @dataclass(frozen=True, kw_only=True)
 class EntrypointResources:
     num_cpus: float = 1.0
@@ -318,7 +301,6 @@ __all__ = [
     "entrypoint_resources",
     "follow",
     "make_client",
-    "parse_command",
     "project_dir",
     "resolve_address",
     "split_command",

@@ -6,13 +6,13 @@ import pickle
 
 import pytest
 
+from logitcache.cli.submit import parse_command
 from logitcache.errors import ConfigError
 from logitcache.jobs import (
     SubmitRequest,
     auth_headers,
     build_runtime_env,
     entrypoint_resources,
-    parse_command,
     resolve_token,
     split_command,
     submission_id,
