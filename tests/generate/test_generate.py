@@ -307,3 +307,14 @@ def test_vllm_backend_without_vllm_gives_install_hint(tiny_llama_dir, prompts_fi
         generate_dataset(
             _config(tiny_llama_dir, prompts_file, tmp_path / "v", backend="vllm", rs_samples=0)
         )
+
+
+def test_k_above_the_vocabulary_fails_before_anything_is_written(
+    tiny_llama_dir, prompts_file, tmp_path
+):
+    """generate shares build's driver: k is checked against the teacher's logits width before
+    the writer exists, so no `building` manifest (and no lease) is left behind."""
+    out = tmp_path / "too-big-k"
+    with pytest.raises(ConfigError, match="exceeds the teacher's vocabulary"):
+        generate_dataset(_config(tiny_llama_dir, prompts_file, str(out), top_k=10**6))
+    assert not out.exists() or not any(out.iterdir())
