@@ -91,11 +91,21 @@ def test_no_credentials(command, monkeypatch, capsys, fresh_s3, s3_endpoint, tmp
 
 
 @pytest.mark.parametrize("command", ["build", "generate"])
+def _forbid_ray_start(monkeypatch):
+    from logitcache.capture.executors import RayExecutor
+
+    def refuse(self):
+        raise AssertionError("a Ray runtime was started before the inputs were checked")
+
+    monkeypatch.setattr(RayExecutor, "__enter__", refuse)
+
+
 def test_no_credentials_for_a_build_output_fails_before_ray_or_the_teacher(
     command, monkeypatch, capsys, fresh_s3, s3_endpoint, tmp_path, teacher_dir, pydoc_jsonl
 ):
     import time
 
+    _forbid_ray_start(monkeypatch)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     _no_credentials(monkeypatch)
     uri = "s3://some-bucket/caches/c1"
@@ -107,9 +117,6 @@ def test_no_credentials_for_a_build_output_fails_before_ray_or_the_teacher(
     assert main([command, "--teacher", teacher_dir, *inputs, "--out", uri]) == 2
     assert time.monotonic() - t0 < 8
     _one_line_error(capsys, uri, "no credentials")
-    import ray
-
-    assert not ray.is_initialized()
 
 
 def test_endpoint_unreachable(monkeypatch, capsys, fresh_s3):
@@ -147,15 +154,15 @@ def test_bucket_missing(monkeypatch, capsys, fresh_s3, s3_bucket):
     _one_line_error(capsys, uri, "bucket", "does not exist")
 
 
-def test_bad_storage_options_fail_before_ray(capsys, teacher_dir, pydoc_jsonl, tmp_path):
-    import ray
-
+def test_bad_storage_options_fail_before_ray(
+    capsys, monkeypatch, teacher_dir, pydoc_jsonl, tmp_path
+):
+    _forbid_ray_start(monkeypatch)
     args = ["build", "--teacher", teacher_dir, "--corpus", str(pydoc_jsonl)]
     assert main([*args, "--out", str(tmp_path / "c"), "--storage-options", "{not json"]) == 2
     _one_line_error(capsys, "--storage-options is not valid JSON")
     assert main([*args[:-1], str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "c")]) == 2
     _one_line_error(capsys, "does not exist")
-    assert not ray.is_initialized()
 
 
 def test_missing_local_student_says_so(capsys, tmp_path):
