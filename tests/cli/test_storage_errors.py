@@ -90,7 +90,6 @@ def test_no_credentials(command, monkeypatch, capsys, fresh_s3, s3_endpoint, tmp
     _one_line_error(capsys, uri, "no credentials", "AWS_ACCESS_KEY_ID")
 
 
-@pytest.mark.parametrize("command", ["build", "generate"])
 def _forbid_ray_start(monkeypatch):
     from logitcache.capture.executors import RayExecutor
 
@@ -100,6 +99,7 @@ def _forbid_ray_start(monkeypatch):
     monkeypatch.setattr(RayExecutor, "__enter__", refuse)
 
 
+@pytest.mark.parametrize("command", ["build", "generate"])
 def test_no_credentials_for_a_build_output_fails_before_ray_or_the_teacher(
     command, monkeypatch, capsys, fresh_s3, s3_endpoint, tmp_path, teacher_dir, pydoc_jsonl
 ):
