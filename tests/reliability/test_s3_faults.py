@@ -130,12 +130,15 @@ def test_persistent_faults_give_storage_error_and_a_consistent_cache(
     proxy, s3_bucket, s3_endpoint, teacher_dir, paragraphs_jsonl, monkeypatch
 ):
     uri = f"s3://{s3_bucket}/caches/outage"
-    kw = build_kwargs(teacher_dir, paragraphs_jsonl, uri, unit_tokens=80)
-    # Measure a healthy build's requests elsewhere, then cut this one off half way.
+    # A long lease TTL: no heartbeat renewals, whose number depends on the machine's speed,
+    # so the cut is at the same point of both builds.
+    kw = build_kwargs(teacher_dir, paragraphs_jsonl, uri, unit_tokens=80, lease_ttl=3600.0)
+    # Measure a healthy build's requests elsewhere, then cut this one off two thirds of the
+    # way: past the prologue (input checks, lease, manifest), inside the unit commits.
     start = proxy.count
     build_cache(CaptureConfig(**{**kw, "out": uri + "-probe"}))
     per_build = proxy.count - start
-    proxy.fail(proxy.count + per_build // 2, 10**9)
+    proxy.fail(proxy.count + per_build * 2 // 3, 10**9)
     with pytest.raises(StorageError, match="re-run the same command|failed"):
         build_cache(CaptureConfig(**kw))
     assert proxy.faults > 3  # it retried before giving up
