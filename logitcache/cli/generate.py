@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from logitcache.cli.common import add_storage_options
+from logitcache.cli.common import add_replica_options, add_storage_options
 from logitcache.teachers.config import DTYPES
 
 
@@ -46,20 +46,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         default=1,
         help="teacher replicas (Ray actors, each of --gpus-per-teacher GPUs)",
     )
-    p.add_argument(
-        "--gpus-per-teacher",
-        type=int,
-        default=1,
-        metavar="N",
-        help="GPUs per teacher replica, tensor parallel within one node (--workers counts replicas)",
-    )
-    p.add_argument(
-        "--pipeline-parallel",
-        type=int,
-        default=1,
-        metavar="M",
-        help="pipeline stages per replica, each of --gpus-per-teacher GPUs (vLLM: across nodes)",
-    )
+    add_replica_options(p)
     p.add_argument("--backend", default="transformers", help="transformers (default) or vllm")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="teacher compute dtype")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
