@@ -16,7 +16,6 @@ from logitcache.capture.config import CaptureConfig
 from logitcache.capture.driver import WriteJob, check_inputs, run_write_job
 from logitcache.capture.plan import plan_build
 from logitcache.format import Manifest
-from logitcache.format.lease import LeaseConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +26,13 @@ def teacher_config(cfg):
 
 
 def build_cache(cfg: CaptureConfig) -> Manifest:
-    """Build (or finish building) the cache ``cfg.out``; return its final manifest."""
+    """Build (or finish building) the cache ``cfg.output.out``; return its final manifest."""
     from logitcache.teachers import load_tokenizer
 
     t_start = time.perf_counter()
+    out = cfg.output
     check_inputs(
-        inputs=cfg.corpus, out=cfg.out, catalog=cfg.catalog, storage_options=cfg.storage_options
+        inputs=cfg.corpus, out=out.out, catalog=out.catalog, storage_options=out.storage_options
     )
     tokenizer = load_tokenizer(cfg.teacher_config())
     with cfg.executor() as executor:
@@ -43,15 +43,15 @@ def build_cache(cfg: CaptureConfig) -> Manifest:
             score=cfg.score_stage(),
             tokenizer=tokenizer,
             capture=cfg.capture_section(),
-            corpus=plan.corpus_section(cfg),
+            corpus=plan.corpus_section(cfg.packing),
             extra=dict(cfg.extra),
-            codec=cfg.codec,
-            out=cfg.out,
-            catalog=cfg.catalog,
-            storage_options=cfg.storage_options,
-            lease=LeaseConfig(ttl_s=cfg.lease_ttl, wait_s=cfg.wait_lease),
-            progress=cfg.progress,
-            log_interval_s=cfg.log_interval_s,
+            codec=cfg.labels.codec,
+            out=out.out,
+            catalog=out.catalog,
+            storage_options=out.storage_options,
+            lease=cfg.run.lease(),
+            progress=cfg.run.progress,
+            log_interval_s=cfg.run.log_interval_s,
             calibration_tokens=calibration_budget(plan.units),
         )
         return run_write_job(job, executor, t_start=t_start)

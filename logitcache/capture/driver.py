@@ -40,7 +40,7 @@ from logitcache.format import Manifest, open_cache, read_manifest
 from logitcache.format.lease import LeaseConfig
 from logitcache.format.target import WriteTarget, open_write_target
 from logitcache.storage import Store
-from logitcache.teachers.config import check_score_args
+from logitcache.teachers.config import check_label_counts
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run_write_job(job: WriteJob, executor: Executor, *, t_start: float | None = 
     t_start = time.perf_counter() if t_start is None else t_start
     identity, vocab_size = executor.identify(job.score)
     # Fail before the writer creates a manifest: a bad k must leave nothing behind.
-    check_score_args(job.score.top_k, job.score.rs_samples, vocab_size)
+    check_label_counts(job.score.top_k, job.score.rs_samples, vocab_size)
     ctx = CodecContext(
         vocab_size=vocab_size, top_k=job.score.top_k, rs_samples=job.score.rs_samples
     )

@@ -82,20 +82,20 @@ class ReplicaSpec:
         )
 
 
-def replica_spec(cfg: Any) -> ReplicaSpec:
-    """The replica shape of a build or generate config (``--gpus-per-teacher``,
+def replica_spec(teacher: Any) -> ReplicaSpec:
+    """The replica shape of a write config's teacher section (``--gpus-per-teacher``,
     ``--pipeline-parallel``, and how ``--backend`` runs several GPUs)."""
     from logitcache.teachers import replica_layout
 
     spec = ReplicaSpec(
-        gpus_per_teacher=cfg.gpus_per_teacher, pipeline_parallel=cfg.pipeline_parallel
+        gpus_per_teacher=teacher.gpus_per_teacher, pipeline_parallel=teacher.pipeline_parallel
     )
     if not spec.multi_gpu:
         return spec
     return ReplicaSpec(
-        gpus_per_teacher=cfg.gpus_per_teacher,
-        pipeline_parallel=cfg.pipeline_parallel,
-        layout=replica_layout(cfg.backend),
+        gpus_per_teacher=teacher.gpus_per_teacher,
+        pipeline_parallel=teacher.pipeline_parallel,
+        layout=replica_layout(teacher.backend),
     )
 
 

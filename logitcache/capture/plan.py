@@ -17,9 +17,9 @@ from typing import Any
 
 from logitcache.capture.stages import docs_to_json, tokenize_blob
 from logitcache.capture.transport import unpack_rows
+from logitcache.capture.options import PackingOptions
 from logitcache.corpus import (
     Document,
-    PackingConfig,
     ReadStats,
     TokenizedDoc,
     Unit,
@@ -48,15 +48,15 @@ class Plan:
     def tokens(self) -> int:
         return sum(u.tokens for u in self.units)
 
-    def corpus_section(self, cfg) -> dict[str, Any]:
+    def corpus_section(self, packing: PackingOptions) -> dict[str, Any]:
         """The manifest's ``corpus`` section (fingerprint is content-only; URLs are informative)."""
         return {
             "fingerprint": self.fingerprint,
             "sources": self.sources[:100],
             "num_sources": len(self.sources),
-            "format": cfg.format,
-            "text_field": cfg.text_field,
-            "max_tokens": cfg.max_tokens,
+            "format": packing.format,
+            "text_field": packing.text_field,
+            "max_tokens": packing.max_tokens,
             **self.read_stats.as_dict(),
             **{f"planned_{k}": v for k, v in self.plan_stats.as_dict().items()},
         }
@@ -79,51 +79,45 @@ def local_tokenize_map(tokenizer) -> TokenizeMap:
     return lambda jobs: (tokenize_blob(tokenizer, j) for j in jobs)
 
 
-@dataclass(frozen=True, kw_only=True)
-class CorpusSpec:
-    """What planning reads from a config: the corpus and how it is read and packed.
-    :class:`~logitcache.capture.config.CaptureConfig` has these fields too; this is the spec
-    for callers that only want the plan or its fingerprint (the catalog's ``find``)."""
-
-    corpus: list[str]
-    seq_len: int
-    packing: str = "pack"
-    max_tokens: int | None = None
-    format: str = "auto"
-    text_field: str = "text"
-    invalid_utf8: str = "skip"
-    unit_tokens: int = 65536
-    storage_options: Any = None
-
-
-def corpus_fingerprint(spec: CorpusSpec, tokenizer) -> str:
-    """The corpus fingerprint ``build`` would record for ``spec`` (reads and tokenises the
-    corpus; no teacher forward)."""
-    return plan_build(spec, tokenizer).fingerprint
+def corpus_fingerprint(
+    corpus: list[str], packing: PackingOptions, tokenizer, *, storage_options: Any = None
+) -> str:
+    """The corpus fingerprint ``build`` would record for ``corpus`` read and packed as
+    ``packing`` (reads and tokenises the corpus; no teacher forward)."""
+    return plan_corpus(corpus, packing, tokenizer, storage_options=storage_options).fingerprint
 
 
 def plan_build(cfg, tokenizer, tokenize_map: TokenizeMap | None = None) -> Plan:
-    """Read, tokenise and cut the corpus of ``cfg`` (a CaptureConfig or CorpusSpec) into
-    units (deterministically)."""
+    """The plan of a :class:`~logitcache.capture.CaptureConfig`'s corpus."""
+    return plan_corpus(
+        cfg.corpus,
+        cfg.packing,
+        tokenizer,
+        storage_options=cfg.output.storage_options,
+        tokenize_map=tokenize_map,
+    )
+
+
+def plan_corpus(
+    corpus: list[str],
+    packing: PackingOptions,
+    tokenizer,
+    *,
+    storage_options: Any = None,
+    tokenize_map: TokenizeMap | None = None,
+) -> Plan:
+    """Read, tokenise and cut ``corpus`` into units as ``packing`` says (deterministically)."""
     tokenize_map = tokenize_map or local_tokenize_map(tokenizer)
-    sources = expand_sources(cfg.corpus, cfg.storage_options)
+    sources = expand_sources(corpus, storage_options)
     read_stats = ReadStats()
     docs = read_documents(
         sources,
-        fmt=cfg.format,
-        text_field=cfg.text_field,
+        fmt=packing.format,
+        text_field=packing.text_field,
         stats=read_stats,
-        invalid_utf8=cfg.invalid_utf8,
+        invalid_utf8=packing.invalid_utf8,
     )
-    planner = UnitPlanner(
-        PackingConfig(
-            seq_len=cfg.seq_len,
-            packing=cfg.packing,
-            eos_id=tokenizer.eos_token_id,
-            unit_tokens=cfg.unit_tokens,
-            max_tokens=cfg.max_tokens,
-        )
-    )
+    planner = UnitPlanner(packing.planner_config(tokenizer.eos_token_id))
     chunks: list[list[Document]] = []
 
     def jobs() -> Iterator[str]:

@@ -27,22 +27,23 @@ def corpus_fingerprint(
     storage_options: str | Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(fingerprint, tokenizer identity) of ``corpus`` as ``logitcache build`` would plan it."""
-    from logitcache.capture.plan import CorpusSpec
+    from logitcache.capture.options import PackingOptions
     from logitcache.capture.plan import corpus_fingerprint as fingerprint_of
     from logitcache.teachers import TeacherConfig, load_tokenizer, tokenizer_identity
 
     tokenizer = load_tokenizer(TeacherConfig(teacher=teacher))
-    spec = CorpusSpec(
-        corpus=list(corpus),
+    packing_options = PackingOptions(
         seq_len=seq_len,
-        packing=packing,
+        mode=packing,
         max_tokens=max_tokens,
         format=format,
         text_field=text_field,
         unit_tokens=unit_tokens,
-        storage_options=storage_options,
     )
-    return fingerprint_of(spec, tokenizer), tokenizer_identity(tokenizer, len(tokenizer))
+    fingerprint = fingerprint_of(
+        list(corpus), packing_options, tokenizer, storage_options=storage_options
+    )
+    return fingerprint, tokenizer_identity(tokenizer, len(tokenizer))
 
 
 def filter_by_corpus(

@@ -6,31 +6,11 @@ import argparse
 
 
 def add_storage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--storage-options",
-        default=None,
-        metavar="JSON",
-        help='fsspec options for the URI as JSON, e.g. \'{"client_kwargs": {"region_name": "eu-west-1"}}\'; '
-        "AWS_* environment variables (AWS_ENDPOINT_URL included) are honoured for s3://",
-    )
+    """``--storage-options JSON`` of the commands without a config dataclass (info, verify,
+    catalog, ...); build, generate and train get theirs from their config's fields."""
+    from logitcache.storage import STORAGE_OPTIONS_HELP
 
-
-def add_replica_options(p: argparse.ArgumentParser) -> None:
-    """The size of one teacher replica; build and generate place replicas the same way."""
-    p.add_argument(
-        "--gpus-per-teacher",
-        type=int,
-        default=1,
-        metavar="N",
-        help="GPUs per teacher replica, tensor parallel within one node (--workers counts replicas)",
-    )
-    p.add_argument(
-        "--pipeline-parallel",
-        type=int,
-        default=1,
-        metavar="M",
-        help="pipeline stages per replica, each of --gpus-per-teacher GPUs (vLLM: across nodes)",
-    )
+    p.add_argument("--storage-options", default=None, metavar="JSON", help=STORAGE_OPTIONS_HELP)
 
 
 def human_bytes(n: float) -> str:

@@ -269,8 +269,9 @@ def _check_ctx(ctx: CodecContext) -> None:
         raise CodecError(f"lc1: vocab_size={ctx.vocab_size} must be in [1, 2**31)")
     if ctx.rs_samples > 0xFFFF:
         raise CodecError(f"lc1: rs_samples={ctx.rs_samples} must be <= 65535")
-    if ctx.top_k < 0 or ctx.top_k > ctx.vocab_size:
-        raise CodecError(f"lc1: top_k={ctx.top_k} must be in [0, vocab_size={ctx.vocab_size}]")
+    from logitcache.teachers.config import check_label_counts
+
+    check_label_counts(ctx.top_k, ctx.rs_samples, ctx.vocab_size, error=CodecError)
 
 
 def _kernels():

@@ -12,17 +12,18 @@ from typing import Any
 
 from logitcache.capture.config import WriteConfig
 from logitcache.errors import ConfigError
+from logitcache.fields import option
 
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationParams:
     """How the teacher samples responses. ``temperature=0`` is greedy decoding."""
 
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    n: int = 1
-    seed: int = 0
+    max_new_tokens: int = option(256, help="response length limit")
+    temperature: float = option(1.0, help="sampling temperature (0: greedy)")
+    top_p: float = option(1.0, help="nucleus sampling mass (1: off)")
+    n: int = option(1, metavar="PER_PROMPT", help="responses per prompt")
+    seed: int = option(0, help="sampling seed (same seed, same dataset)")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -48,15 +49,20 @@ class GenerationParams:
 
 @dataclass(kw_only=True)
 class GenerateConfig(WriteConfig):
-    """A generation run: teacher x prompts -> cache at ``out``. Field names match the flags;
-    the fields shared with ``build`` (and their checks) are :class:`WriteConfig`'s."""
+    """A generation run: teacher x prompts -> cache at ``output.out``. The sections shared
+    with ``build`` (and their checks) are :class:`WriteConfig`'s; the prompt budget and the
+    generation parameters are generate's own."""
 
-    prompts: list[str]
-    out: str
+    prompts: list[str] = option(
+        metavar="URI",
+        help="JSONL of {'prompt': str} or {'messages': [...]} records (globs, fsspec URIs)",
+    )
     generation: GenerationParams = field(default_factory=GenerationParams)
-    max_prompt_tokens: int = 1024
-    prompts_per_unit: int = 64
-    export_jsonl: str | None = None
+    max_prompt_tokens: int = option(1024, help="longer prompts are skipped (logged)")
+    prompts_per_unit: int = option(64, help="prompts per work unit/shard")
+    export_jsonl: str | None = option(
+        None, metavar="PATH", help="also write prompt/response JSONL here"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,11 +71,14 @@ class GenerateConfig(WriteConfig):
         if isinstance(self.prompts, str):
             self.prompts = [self.prompts]
         self.prompts = [str(p) for p in self.prompts]
-        self.out = str(self.out)
         if not self.prompts:
             raise ConfigError("no prompts: pass --prompts PATH_OR_URI (JSONL, globs allowed)")
-        if not self.out:
+        if not self.output.out:
             raise ConfigError("no output: pass --out CACHE_URI")
+        if self.output.catalog:
+            raise ConfigError(
+                "generate writes to --out only; a catalog (--catalog) is for build's caches"
+            )
         if self.max_prompt_tokens < 1:
             raise ConfigError(f"--max-prompt-tokens {self.max_prompt_tokens}: must be >= 1")
         if self.prompts_per_unit < 1:
@@ -83,8 +92,8 @@ class GenerateConfig(WriteConfig):
     def capture_section(self) -> dict[str, Any]:
         """The manifest's ``capture`` section: what a resumed run must match exactly."""
         return {
-            "top_k": self.top_k,
-            "rs_samples": self.rs_samples,
+            "top_k": self.labels.top_k,
+            "rs_samples": self.labels.rs_samples,
             "seq_len": self.seq_len,
             "packing": "document",
             "alignment": "next-token",

@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def generate_dataset(cfg: GenerateConfig) -> Manifest:
-    """Generate (or finish generating) the dataset cache ``cfg.out``; return its manifest."""
+    """Generate (or finish generating) the dataset cache ``cfg.output.out``; return its manifest."""
     from logitcache.teachers import load_tokenizer
 
     t_start = time.perf_counter()
-    check_inputs(inputs=cfg.prompts, out=cfg.out, storage_options=cfg.storage_options)
+    out = cfg.output
+    check_inputs(inputs=cfg.prompts, out=out.out, storage_options=out.storage_options)
     tokenizer = load_tokenizer(cfg.teacher_config())
     plan = plan_prompts(cfg, tokenizer)
     capture = cfg.capture_section()
@@ -38,13 +39,14 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
         score=cfg.score_stage(GenerateScorer, {"generation": cfg.generation.as_dict()}),
         tokenizer=tokenizer,
         capture=capture,
-        corpus=plan.corpus_section(cfg),
+        corpus=plan.corpus_section(),
         extra={**cfg.extra, "generation": capture["generation"]},
-        codec=cfg.codec,
-        out=cfg.out,
-        storage_options=cfg.storage_options,
-        progress=cfg.progress,
-        log_interval_s=cfg.log_interval_s,
+        codec=cfg.labels.codec,
+        out=out.out,
+        storage_options=out.storage_options,
+        lease=cfg.run.lease(),
+        progress=cfg.run.progress,
+        log_interval_s=cfg.run.log_interval_s,
         new_tokens_per_row=cfg.generation.max_new_tokens,
     )
     with cfg.executor() as executor:
@@ -52,5 +54,5 @@ def generate_dataset(cfg: GenerateConfig) -> Manifest:
     if cfg.export_jsonl:
         from logitcache.generate.export import export_jsonl
 
-        export_jsonl(cfg.out, cfg.export_jsonl, storage_options=cfg.storage_options)
+        export_jsonl(out.out, cfg.export_jsonl, storage_options=out.storage_options)
     return manifest

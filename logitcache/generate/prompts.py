@@ -51,7 +51,7 @@ class PromptPlan:
     def samples(self) -> int:
         return sum(len(u.rows) for u in self.units)
 
-    def corpus_section(self, cfg) -> dict[str, Any]:
+    def corpus_section(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
             "sources": self.sources[:100],
@@ -92,7 +92,7 @@ def render_prompt(tokenizer, doc: Document) -> str:
 
 def plan_prompts(cfg, tokenizer) -> PromptPlan:
     """Read, render and tokenise every prompt of ``cfg.prompts``; cut them into units."""
-    sources = expand_sources(cfg.prompts, cfg.storage_options)
+    sources = expand_sources(cfg.prompts, cfg.output.storage_options)
     stats = ReadStats()
     docs = list(read_documents(sources, fmt="jsonl", text_field=PROMPT_FIELD, stats=stats))
     texts = [render_prompt(tokenizer, d) for d in docs]

@@ -33,6 +33,13 @@ _SAFE_REL = re.compile(r"^[A-Za-z0-9_.\-/=]+$")
 _LOCAL_PROTOCOLS = {"file", "local"}
 
 
+# The help of every command's --storage-options (one text for build, train, info, ...).
+STORAGE_OPTIONS_HELP = (
+    'fsspec options for the URI as JSON, e.g. \'{"client_kwargs": {"region_name": "eu-west-1"}}\'; '
+    "AWS_* environment variables (AWS_ENDPOINT_URL included) are honoured for s3://"
+)
+
+
 def parse_storage_options(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """Accept the CLI's ``--storage-options JSON`` string, a mapping, or nothing."""
     if value is None or value == "":
@@ -264,4 +271,10 @@ class Store:
         self.fs.invalidate_cache()
 
 
-__all__ = ["Store", "check_relative", "parse_storage_options", "redact_uri"]
+__all__ = [
+    "STORAGE_OPTIONS_HELP",
+    "Store",
+    "check_relative",
+    "parse_storage_options",
+    "redact_uri",
+]

@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 from logitcache.errors import TeacherError
-from logitcache.teachers.config import IN_PROCESS, RAY_WORKERS, TeacherConfig, check_score_args
+from logitcache.teachers.config import IN_PROCESS, RAY_WORKERS, TeacherConfig, check_label_counts
 from logitcache.teachers.identity import tokenizer_identity, vocab_sha256
 from logitcache.teachers.resolve import locate_smollm2, resolve_teacher
 
@@ -34,7 +34,7 @@ __all__ = [
     "IN_PROCESS",
     "RAY_WORKERS",
     "TeacherConfig",
-    "check_score_args",
+    "check_label_counts",
     "describe_teacher",
     "get_backend",
     "load_teacher",

@@ -73,18 +73,27 @@ class TeacherConfig:
             )
 
 
-def check_score_args(top_k: int, rs_samples: int, vocab_size: int) -> None:
-    """The shared argument rules of every backend's ``score``."""
-    if not isinstance(top_k, int) or top_k < 0:
-        raise ConfigError(f"top_k={top_k!r} must be an integer >= 0.")
-    if not isinstance(rs_samples, int) or rs_samples < 0:
-        raise ConfigError(f"rs_samples={rs_samples!r} must be an integer >= 0.")
+def check_label_counts(
+    top_k: int, rs_samples: int, vocab_size: int | None = None, *, error: type = ConfigError
+) -> None:
+    """The one rule for what a position stores: ``top_k >= 0`` entries and ``rs_samples >= 0``
+    draws, not both zero, and (once the teacher is known) ``top_k`` within its vocabulary.
+
+    Configs check it without a vocabulary, the driver and every backend's ``score`` with it,
+    and a codec with ``error=CodecError``.
+    """
+    for flag, value in (("--top-k", top_k), ("--rs-samples", rs_samples)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise error(f"{flag} {value!r}: must be an integer >= 0")
+        if value < 0:
+            raise error(f"{flag} {value}: must be >= 0")
     if top_k == 0 and rs_samples == 0:
-        raise ConfigError(
-            "top_k=0 stores nothing: give top_k > 0, or rs_samples > 0 to store only sampled draws."
+        raise error(
+            "--top-k 0 needs --rs-samples N: with neither top-k entries nor sampled draws "
+            "there is nothing to store"
         )
-    if top_k > vocab_size:
-        raise ConfigError(
+    if vocab_size is not None and top_k > vocab_size:
+        raise error(
             f"top_k={top_k} exceeds the teacher's vocabulary ({vocab_size} logits); use "
-            f"top_k <= {vocab_size}."
+            f"--top-k <= {vocab_size}."
         )

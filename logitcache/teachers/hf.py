@@ -28,7 +28,7 @@ import torch
 
 from logitcache.errors import ConfigError, TeacherError
 from logitcache.teachers import gguf_cache
-from logitcache.teachers.config import IN_PROCESS, TeacherConfig, check_score_args
+from logitcache.teachers.config import IN_PROCESS, TeacherConfig, check_label_counts
 from logitcache.teachers.identity import hub_commit, teacher_identity
 from logitcache.teachers.resolve import ResolvedTeacher, load_failure, resolve_teacher
 from logitcache.teachers.soft_labels import pad_width, soft_labels
@@ -304,7 +304,7 @@ class HFTeacher:
         seeds: Sequence[int] | None = None,
     ) -> list[dict[str, np.ndarray]]:
         """One payload dict per row (see the module docstring and the cache contract)."""
-        check_score_args(top_k, rs_samples, self.vocab_size)
+        check_label_counts(top_k, rs_samples, self.vocab_size)
         rows = self._check_rows(input_ids)
         if seeds is None or len(seeds) != len(rows):
             raise ConfigError(

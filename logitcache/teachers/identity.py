@@ -20,7 +20,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _CHUNK = 8 << 20
 _digest_cache: dict[tuple[str, int, int], str] = {}
 _digest_lock = threading.Lock()

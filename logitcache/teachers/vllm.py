@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised where vLLM is absent 
     ) from exc
 
 from logitcache.teachers import gguf_cache  # noqa: E402
-from logitcache.teachers.config import RAY_WORKERS, TeacherConfig, check_score_args  # noqa: E402
+from logitcache.teachers.config import RAY_WORKERS, TeacherConfig, check_label_counts  # noqa: E402
 from logitcache.teachers.hf import describe_hf, load_hf_tokenizer  # noqa: E402
 from logitcache.teachers.resolve import resolve_teacher  # noqa: E402
 from logitcache.teachers.vllm_args import cuda_available, engine_kwargs  # noqa: E402
@@ -93,7 +93,7 @@ class VLLMTeacher:
         rs_samples: int = 0,
         seeds: Sequence[int] | None = None,
     ) -> list[dict[str, np.ndarray]]:
-        check_score_args(top_k, rs_samples, self.vocab_size)
+        check_label_counts(top_k, rs_samples, self.vocab_size)
         if rs_samples:
             raise ConfigError(
                 "the vLLM backend cannot produce sampled draws per position (rs_samples > 0): "
