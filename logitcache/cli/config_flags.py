@@ -66,6 +66,7 @@ def add_config_flags(
     command requires although the field has a default; ``help``: per-command help texts.
     """
     groups: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     for path, f, hint in leaves(cls):
         meta = flag_of(f)
         if meta is None or path in skip:
@@ -93,9 +94,17 @@ def add_config_flags(
                 kwargs["default"] = f.default
             if not has_default or path in required:
                 kwargs["required"] = True
+        # Help lists a section's flags under its name ("teacher options", ...).
         target = parser
+        if "." in path:
+            title = path.split(".", 1)[0]
+            if title not in sections:
+                sections[title] = parser.add_argument_group(f"{title} options")
+            target = sections[title]
         if meta["group"]:
-            target = groups.setdefault(meta["group"], parser.add_mutually_exclusive_group())
+            if meta["group"] not in groups:
+                groups[meta["group"]] = target.add_mutually_exclusive_group()
+            target = groups[meta["group"]]
         target.add_argument(*flag_names(f), **kwargs)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from logitcache.errors import ConfigError
+from logitcache.fields import option
 from logitcache.losses import divergences as D
 
 
@@ -54,12 +55,24 @@ class LossConfig:
     model's logits, then :func:`compute_loss`); both give the same loss and gradients.
     """
 
-    kind: str = "kl_tail"
-    temperature: float = 1.0
-    alpha: float = 0.0
-    beta: float = 0.5
-    chunk_size: int | None = None
-    impl: str = "fused"
+    kind: str = option("kl_tail", flag="--loss", choices=tuple(LOSSES), help="KD loss")
+    temperature: float = option(1.0, help="KD temperature (T^2-scaled)")
+    alpha: float = option(
+        0.0,
+        unset_is_none=True,
+        help="weight of hard-label cross-entropy (default 0; 0.5 with --cross-tokenizer)",
+    )
+    beta: float = option(0.5, help="JSD mixture weight (--loss jsd)")
+    chunk_size: int | None = option(
+        None, flag="--loss-chunk", metavar="N", help="positions per loss chunk (memory cap)"
+    )
+    impl: str = option(
+        "fused",
+        flag="--loss-impl",
+        choices=LOSS_IMPLS,
+        help="fused: output layer + loss chunk by chunk, no [B, T, V] logits (default); "
+        "dense: the model's logits, then the loss",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in LOSSES:

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logitcache.errors import ConfigError
+from logitcache.fields import option
 from logitcache.losses import LossConfig
+from logitcache.storage import STORAGE_OPTIONS_HELP
 
 
 @dataclass(kw_only=True)
@@ -25,34 +27,59 @@ class TrainConfig:
     (docs/cross-tokenizer.md).
     """
 
-    cache: str
-    student: str = "tiny"
-    out: str
+    cache: str = option(help="cache URI (local path, s3://, ...)")
+    student: str = option(
+        "tiny", help="preset (tiny, small) or a path / hub id (default tiny)"
+    )
+    out: str = option(help="run directory: checkpoint, metrics, student/")
     loss: LossConfig = field(default_factory=LossConfig)
-    steps: int | None = None
-    epochs: int | None = None
-    lr: float = 1e-3
+    steps: int | None = option(None, group="length", help="optimizer steps")
+    epochs: int | None = option(
+        None, group="length", help="passes over the train split (default 1)"
+    )
+    lr: float = option(1e-3, help="peak learning rate (AdamW)")
     min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
+    warmup: int = option(50, help="linear warmup steps, then cosine decay")
+    weight_decay: float = option(0.1, help="AdamW weight decay")
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int | None = None
-    eval_every: int = 100
-    eval_batches: int | None = 50
-    checkpoint_every: int | None = None
+    batch_size: int = option(8, help="sequences per micro-batch per rank")
+    grad_accum: int = option(1, help="micro-batches per optimizer step")
+    # A crop of the cached rows, not the cache's row length: hence --crop-len (its old name
+    # --seq-len still works).
+    max_seq_len: int | None = option(
+        None,
+        flag="--crop-len",
+        aliases=("--seq-len",),
+        metavar="N",
+        help="crop cached rows to their first N positions (default: whole rows)",
+    )
+    eval_every: int = option(100, help="evaluate on the held-out split every N steps")
+    eval_batches: int | None = option(50, help="held-out batches per evaluation")
+    checkpoint_every: int | None = option(None, help="default: --eval-every")
     log_every: int = 10
-    heldout_fraction: float = 0.05
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 1
-    storage_options: str | dict[str, Any] | None = None
-    resume: bool = False
-    stop_after: int | None = None
-    cross_tokenizer: str | None = None
-    teacher_tokenizer: str | None = None
+    heldout_fraction: float = option(0.05, help="share of sequences held out for evaluation")
+    seed: int = option(0, help="data order and initialisation seed")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N")
+    num_workers: int = option(1, help="DataLoader workers per rank")
+    storage_options: str | dict[str, Any] | None = option(
+        None, metavar="JSON", help=STORAGE_OPTIONS_HELP
+    )
+    resume: bool = option(False, help="continue from OUT/checkpoint.pt")
+    stop_after: int | None = option(
+        None, metavar="N", help="checkpoint and stop after N steps of this run"
+    )
+    cross_tokenizer: str | None = option(
+        None,
+        choices=("uld", "gold"),
+        help="the student (--student DIR) has its own tokenizer: ULD or GOLD-hybrid KD on "
+        "aligned positions plus its own CE (docs/cross-tokenizer.md)",
+    )
+    teacher_tokenizer: str | None = option(
+        None,
+        metavar="PATH",
+        help="tokenizer that spells the cached ids (default: the manifest's teacher)",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
