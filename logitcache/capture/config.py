@@ -104,9 +104,7 @@ class WriteConfig:
 class CaptureConfig(WriteConfig):
     """A build: teacher x corpus -> cache at ``output.out`` (or under ``output.catalog``)."""
 
-    corpus: list[str] = option(
-        metavar="URI", help="files, globs, directories or fsspec URIs"
-    )
+    corpus: list[str] = option(metavar="URI", help="files, globs, directories or fsspec URIs")
     packing: PackingOptions = field(default_factory=PackingOptions)
 
     def __post_init__(self) -> None:

@@ -31,12 +31,8 @@ class TeacherOptions:
     backend: str = option("transformers", help="transformers (default) or vllm")
     dtype: str = option("auto", choices=DTYPES, help="teacher compute dtype")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
-    trust_remote_code: bool = option(
-        False, help="allow the teacher repository's own code to run"
-    )
-    revision: str | None = option(
-        None, help="hub revision (branch, tag or commit) of the teacher"
-    )
+    trust_remote_code: bool = option(False, help="allow the teacher repository's own code to run")
+    revision: str | None = option(None, help="hub revision (branch, tag or commit) of the teacher")
     gpus_per_teacher: int = option(
         1,
         metavar="N",
@@ -89,9 +85,7 @@ class LabelOptions:
 
     top_k: int = option(64, help="top-k entries stored per position (0: draws only)")
     rs_samples: int = option(0, metavar="N", help="sampled draws per position (RS-KD)")
-    codec: str | None = option(
-        None, help="codec spec, e.g. raw (default: the library default)"
-    )
+    codec: str | None = option(None, help="codec spec, e.g. raw (default: the library default)")
 
     def __post_init__(self) -> None:
         check_label_counts(self.top_k, self.rs_samples)

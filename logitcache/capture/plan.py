@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from logitcache.capture.options import PackingOptions
 from logitcache.capture.stages import docs_to_json, tokenize_blob
 from logitcache.capture.transport import unpack_rows
-from logitcache.capture.options import PackingOptions
 from logitcache.corpus import (
     Document,
     ReadStats,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from logitcache.cli.config_flags import add_config_flags, config_from_args as _from_args
+from logitcache.cli.config_flags import add_config_flags
+from logitcache.cli.config_flags import config_from_args as _from_args
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

@@ -71,13 +71,18 @@ def add_config_flags(
         meta = flag_of(f)
         if meta is None or path in skip:
             continue
-        kwargs: dict[str, Any] = {"dest": flag_dest(f), "help": (help or {}).get(path, meta["help"])}
+        kwargs: dict[str, Any] = {
+            "dest": flag_dest(f),
+            "help": (help or {}).get(path, meta["help"]),
+        }
         has_default = f.default is not dataclasses.MISSING
         if hint is bool:
             kwargs["action"] = "store_true"
             kwargs["default"] = False
             if has_default and bool(f.default) != bool(meta["negate"]):
-                raise TypeError(f"{cls.__name__}.{path}: a store_true flag needs the opposite default")
+                raise TypeError(
+                    f"{cls.__name__}.{path}: a store_true flag needs the opposite default"
+                )
         else:
             typ, many = _scalar(hint)
             if typ is not None:

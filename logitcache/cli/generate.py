@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from logitcache.cli.config_flags import add_config_flags, config_from_args as _from_args
+from logitcache.cli.config_flags import add_config_flags
+from logitcache.cli.config_flags import config_from_args as _from_args
 
 # generate writes to --out only (no catalog), so --out is required here.
 SKIP = ("output.catalog",)

@@ -7,9 +7,11 @@ import argparse
 import json
 import logging
 
-from logitcache.cli.config_flags import add_config_flags, config_from_args as _from_args
+from logitcache.cli.config_flags import add_config_flags
+from logitcache.cli.config_flags import config_from_args as _from_args
 
 log = logging.getLogger(__name__)
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     """The flags of :class:`~logitcache.train.TrainConfig` and its ``loss`` section."""

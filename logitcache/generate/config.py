@@ -73,12 +73,12 @@ class GenerateConfig(WriteConfig):
         self.prompts = [str(p) for p in self.prompts]
         if not self.prompts:
             raise ConfigError("no prompts: pass --prompts PATH_OR_URI (JSONL, globs allowed)")
-        if not self.output.out:
-            raise ConfigError("no output: pass --out CACHE_URI")
         if self.output.catalog:
             raise ConfigError(
                 "generate writes to --out only; a catalog (--catalog) is for build's caches"
             )
+        if not self.output.out:
+            raise ConfigError("no output: pass --out CACHE_URI")
         if self.max_prompt_tokens < 1:
             raise ConfigError(f"--max-prompt-tokens {self.max_prompt_tokens}: must be >= 1")
         if self.prompts_per_unit < 1:

@@ -28,9 +28,7 @@ class TrainConfig:
     """
 
     cache: str = option(help="cache URI (local path, s3://, ...)")
-    student: str = option(
-        "tiny", help="preset (tiny, small) or a path / hub id (default tiny)"
-    )
+    student: str = option("tiny", help="preset (tiny, small) or a path / hub id (default tiny)")
     out: str = option(help="run directory: checkpoint, metrics, student/")
     loss: LossConfig = field(default_factory=LossConfig)
     steps: int | None = option(None, group="length", help="optimizer steps")

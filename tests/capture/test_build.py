@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from config_sections import capture_config
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.errors import CorpusError, IncompatibleCacheError
 from logitcache.format import open_cache
 
@@ -33,7 +34,7 @@ def _build(teacher_dir, corpus, out, **kw):
         "device": "cpu",
     }
     cfg.update(kw)
-    return build_cache(CaptureConfig(**cfg))
+    return build_cache(capture_config(**cfg))
 
 
 def _samples(uri, **kw):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
+from config_sections import capture_config
 
-from logitcache.capture import CaptureConfig
 from logitcache.capture.stages import row_seed, token_batches
 from logitcache.capture.transport import pack_rows, unpack_rows
 from logitcache.cli import build_parser
@@ -15,7 +17,7 @@ from logitcache.errors import ConfigError
 
 def _cfg(**kw):
     base = {"teacher": "t", "corpus": ["c.txt"], "out": "o"}
-    return CaptureConfig(**{**base, **kw})
+    return capture_config(**{**base, **kw})
 
 
 @pytest.mark.parametrize(
@@ -52,9 +54,32 @@ def test_cli_parser_maps_every_option():
         "--packing document --no-ray --storage-options {}".split()
     )
     cfg = config_from_args(args)
-    assert cfg.corpus == ["a.txt", "b/*.jsonl"] and cfg.top_k == 8 and cfg.rs_samples == 4
-    assert (cfg.seq_len, cfg.max_tokens, cfg.workers) == (256, 999, 2)
-    assert cfg.text_field == "body" and cfg.packing == "document" and cfg.use_ray is False
+    assert cfg.corpus == ["a.txt", "b/*.jsonl"]
+    assert (cfg.labels.top_k, cfg.labels.rs_samples) == (8, 4)
+    assert (cfg.packing.seq_len, cfg.packing.max_tokens, cfg.run.workers) == (256, 999, 2)
+    assert cfg.packing.text_field == "body" and cfg.packing.mode == "document"
+    assert cfg.run.use_ray is False and cfg.output.storage_options == "{}"
+
+
+def test_sections_are_shared_and_validated_once():
+    """build and generate compose the same section classes; a bad value is refused by its
+    section, whichever command holds it."""
+    from logitcache.capture import CaptureConfig
+    from logitcache.capture.options import LabelOptions, OutputOptions, RunOptions, TeacherOptions
+    from logitcache.generate import GenerateConfig
+
+    hints = {cls.__name__: typing.get_type_hints(cls) for cls in (CaptureConfig, GenerateConfig)}
+    for name in ("teacher", "labels", "run", "output"):
+        assert hints["CaptureConfig"][name] == hints["GenerateConfig"][name]
+    teacher = TeacherOptions(model="t", device="cpu")
+    cfg = CaptureConfig(teacher=teacher, corpus=["c"], output=OutputOptions(catalog="s3://b/cat"))
+    assert cfg.teacher_config().device == "cpu" and cfg.run == RunOptions()
+    with pytest.raises(ConfigError, match="--rs-samples -1"):
+        LabelOptions(rs_samples=-1)
+    with pytest.raises(ConfigError, match="--out and --catalog"):
+        OutputOptions(out="o", catalog="c")
+    with pytest.raises(ConfigError, match="--out only"):
+        GenerateConfig(teacher=teacher, prompts=["p"], output=OutputOptions(catalog="s3://b/cat"))
 
 
 def test_transport_roundtrip_ragged_shapes():

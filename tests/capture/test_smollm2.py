@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from config_sections import capture_config
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.format import open_cache
 
 K = 16
@@ -18,7 +19,7 @@ def test_smollm2_cache_matches_direct_forward(smollm2_gguf, pydoc_jsonl, tmp_pat
 
     out = str(tmp_path / "smol")
     m = build_cache(
-        CaptureConfig(
+        capture_config(
             teacher="smollm2-135m",
             corpus=[pydoc_jsonl],
             out=out,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from logitcache.capture import CaptureConfig, build_cache
+from config_sections import capture_config
+
+from logitcache.capture import build_cache
 from logitcache.catalog import Catalog, catalog_key
 from logitcache.cli import main as cli_main
 
@@ -25,7 +27,7 @@ def test_find_matches_corpus_content_not_name(tiny_llama_dir, tmp_path, capsys):
     corpus = write_corpus(tmp_path / "docs.jsonl", 12)
     staged = tmp_path / "staged"
     manifest = build_cache(
-        CaptureConfig(
+        capture_config(
             teacher=teacher,
             corpus=[corpus],
             out=str(staged),

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 
 import pytest
+from config_sections import capture_config
 
 from logitcache.capture.placement import ReplicaSpec, check_fits
 from logitcache.errors import ConfigError
@@ -123,14 +124,14 @@ def corpus(tmp_path):
 
 @pytest.mark.slow
 def test_too_large_replicas_are_refused_before_any_work(gpu_cluster, teacher_dir, corpus, tmp_path):
-    from logitcache.capture import CaptureConfig, build_cache
+    from logitcache.capture import build_cache
 
     for kw, expect in [
         ({"gpus_per_teacher": 8}, "largest node has 4"),
         ({"gpus_per_teacher": 4, "pipeline_parallel": 3, "backend": "vllm"}, "whole Ray cluster"),
     ]:
         out = tmp_path / f"refused-{kw['gpus_per_teacher']}"
-        cfg = CaptureConfig(teacher=teacher_dir, corpus=[corpus], out=str(out), **BUILD, **kw)
+        cfg = capture_config(teacher=teacher_dir, corpus=[corpus], out=str(out), **BUILD, **kw)
         with pytest.raises(ConfigError, match=expect) as info:
             build_cache(cfg)
         assert "4 GPU" in str(info.value)  # names what exists
@@ -143,12 +144,12 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
 ):
     import ray
 
-    from logitcache.capture import CaptureConfig, build_cache
+    from logitcache.capture import build_cache
     from logitcache.format import open_cache
 
     cluster, nodes, records = gpu_cluster
     out = tmp_path / "cache"
-    cfg = CaptureConfig(
+    cfg = capture_config(
         teacher=teacher_dir,
         corpus=[corpus],
         out=str(out),
@@ -231,11 +232,12 @@ def test_tp8_rayjob_is_sized_to_its_pods():
     per_pod = int(group["rayStartParams"]["num-gpus"])
     (container,) = group["template"]["spec"]["containers"]
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == per_pod
-    assert cfg.backend == "vllm" and cfg.gpus_per_teacher == 8 and cfg.device == "cuda"
-    replica = cfg.gpus_per_teacher * cfg.pipeline_parallel
-    assert cfg.workers * replica == group["replicas"] * per_pod
+    teacher = cfg.teacher
+    assert teacher.backend == "vllm" and teacher.gpus_per_teacher == 8 and teacher.device == "cuda"
+    replica = teacher.gpus_per_teacher * teacher.pipeline_parallel
+    assert cfg.run.workers * replica == group["replicas"] * per_pod
     check_fits(
-        ReplicaSpec(gpus_per_teacher=cfg.gpus_per_teacher, layout=RAY_WORKERS),
-        cfg.workers,
+        ReplicaSpec(gpus_per_teacher=teacher.gpus_per_teacher, layout=RAY_WORKERS),
+        cfg.run.workers,
         [(f"pod-{i}", per_pod) for i in range(group["replicas"])],
     )

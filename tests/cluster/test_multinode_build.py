@@ -13,6 +13,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from config_sections import capture_config
 
 pytestmark = pytest.mark.slow
 
@@ -80,12 +81,12 @@ def test_build_survives_node_removal_every_sample_once(
 ):
     import ray
 
-    from logitcache.capture import CaptureConfig, build_cache
+    from logitcache.capture import build_cache
 
     cluster, nodes = gpu_cluster
     assert ray.cluster_resources().get("GPU") == 2
     out = str(tmp_path / "multinode")
-    cfg = CaptureConfig(
+    cfg = capture_config(
         teacher=str(tiny_llama_dir), corpus=[corpus], out=out, workers=2, device="auto", **BUILD
     )
     result: dict = {}
@@ -125,7 +126,7 @@ def test_build_survives_node_removal_every_sample_once(
     # the same result as one local process
     local_out = str(tmp_path / "local")
     local = build_cache(
-        CaptureConfig(
+        capture_config(
             teacher=str(tiny_llama_dir),
             corpus=[corpus],
             out=local_out,

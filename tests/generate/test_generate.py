@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from config_sections import generate_config
 
 from logitcache.errors import ConfigError, IncompatibleCacheError, TeacherError
 from logitcache.format import open_cache
@@ -47,7 +48,7 @@ def _config(teacher, prompts, out, **kw) -> GenerateConfig:
         device="cpu",
     )
     base.update(kw)
-    return GenerateConfig(**base)
+    return generate_config(**base)
 
 
 def _samples(uri) -> dict[str, dict]:
@@ -286,7 +287,7 @@ def test_training_from_a_generated_cache(generated, tmp_path):
 
 def test_config_errors_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="--rs-samples"):
-        GenerateConfig(teacher="t", prompts=["p"], out="o", top_k=0)
+        generate_config(teacher="t", prompts=["p"], out="o", top_k=0)
     with pytest.raises(ConfigError, match="--top-p"):
         GenerationParams(top_p=0.0)
     with pytest.raises(ConfigError, match="greedy"):

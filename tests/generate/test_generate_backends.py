@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from config_sections import generate_config
 
 from logitcache.errors import TeacherError
 from logitcache.format import open_cache
 from logitcache.format.verify import verify_cache
-from logitcache.generate import GenerateConfig, GenerationParams, export_jsonl, generate_dataset
+from logitcache.generate import GenerationParams, export_jsonl, generate_dataset
 from logitcache.generate.hf import sample_next
 from logitcache.generate.vllm_convert import outputs_to_responses, requests, sampling_kwargs
 
@@ -93,8 +94,8 @@ def test_ray_run_equals_local_run(tiny_llama_dir, tmp_path):
         dtype="float32",
         device="cpu",
     )
-    generate_dataset(GenerateConfig(out=str(tmp_path / "local"), use_ray=False, **common))
-    m = generate_dataset(GenerateConfig(out=str(tmp_path / "ray"), workers=1, **common))
+    generate_dataset(generate_config(out=str(tmp_path / "local"), use_ray=False, **common))
+    m = generate_dataset(generate_config(out=str(tmp_path / "ray"), workers=1, **common))
     assert m.stats["run"]["ray"] and len(m.shards) == 2
     assert verify_cache(open_cache(str(tmp_path / "ray"))).ok
     local = {s["sample_id"]: s for s in open_cache(str(tmp_path / "local")).iter_samples()}
@@ -116,7 +117,7 @@ def test_smollm2_answers_a_few_prompts(smollm2_gguf, tmp_path):
     )
     out = tmp_path / "smol"
     generate_dataset(
-        GenerateConfig(
+        generate_config(
             teacher="smollm2-135m",
             prompts=[prompts],
             out=str(out),

@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from config_sections import capture_config
 from rel_helpers import build_kwargs
 
 
@@ -22,11 +23,11 @@ def corpus_jsonl(pydoc_jsonl):
 @pytest.fixture
 def build(teacher_dir, corpus_jsonl):
     """``build(out, corpus=..., **overrides) -> Manifest``: a small in-process build."""
-    from logitcache.capture import CaptureConfig, build_cache
+    from logitcache.capture import build_cache
 
     def run(out, corpus=None, **kw):
         return build_cache(
-            CaptureConfig(**build_kwargs(teacher_dir, corpus or corpus_jsonl, out, **kw))
+            capture_config(**build_kwargs(teacher_dir, corpus or corpus_jsonl, out, **kw))
         )
 
     return run

@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 import pytest
+from config_sections import capture_config
 from rel_helpers import cli_args, snapshot
 
-from logitcache.capture import CaptureConfig
 from logitcache.cli import main
 from logitcache.errors import (
     ConfigError,
@@ -38,7 +38,7 @@ def good_cache(tmp_path_factory, tiny_llama_dir, corpus_jsonl):
     from logitcache.capture import build_cache
 
     out = str(tmp_path_factory.mktemp("good") / "cache")
-    build_cache(CaptureConfig(**build_kwargs(str(tiny_llama_dir), corpus_jsonl, out)))
+    build_cache(capture_config(**build_kwargs(str(tiny_llama_dir), corpus_jsonl, out)))
     return out
 
 
@@ -144,7 +144,7 @@ def test_teacher_that_does_not_exist(capsys, teacher, tmp_path, corpus_jsonl, go
 
             from logitcache.capture import build_cache
 
-            build_cache(CaptureConfig(**build_kwargs(teacher, corpus_jsonl, out)))
+            build_cache(capture_config(**build_kwargs(teacher, corpus_jsonl, out)))
     assert not os.path.exists(tmp_path / "fresh")
     assert snapshot(good_cache) == before
 
@@ -162,7 +162,7 @@ def test_bad_capture_settings_fail_before_anything_runs(capsys, kw, match, tmp_p
     from rel_helpers import build_kwargs
 
     with pytest.raises(ConfigError, match=match):
-        CaptureConfig(**build_kwargs(teacher_dir, "unused.jsonl", str(tmp_path / "x"), **kw))
+        capture_config(**build_kwargs(teacher_dir, "unused.jsonl", str(tmp_path / "x"), **kw))
     ((flag, value),) = kw.items()
     args = cli_args(teacher_dir, "unused.jsonl", str(tmp_path / "x"))
     args[args.index(f"--{flag.replace('_', '-')}") + 1] = str(value)

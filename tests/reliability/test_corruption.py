@@ -12,9 +12,10 @@ import os
 import shutil
 
 import pytest
+from config_sections import capture_config
 from rel_helpers import build_kwargs
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.cli import main
 from logitcache.data import CacheDataset
 from logitcache.errors import CorruptShardError, ManifestError
@@ -32,7 +33,7 @@ def pristine(tmp_path_factory, tiny_llama_dir):
         fh.writelines(json.dumps({"text": p}) + "\n" for p in paragraphs if len(p) > 40)
     out = str(tmp / "cache")
     build_cache(
-        CaptureConfig(
+        capture_config(
             **build_kwargs(str(tiny_llama_dir), corpus_jsonl, out, max_tokens=800, unit_tokens=100)
         )
     )

@@ -8,9 +8,10 @@ import shutil
 import subprocess
 
 import pytest
+from config_sections import capture_config
 from rel_helpers import build_kwargs
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.errors import StorageError
 from logitcache.format import open_cache, verify_cache
 
@@ -34,7 +35,7 @@ def test_disk_full_is_a_clear_error_and_the_cache_stays_consistent(
     out = str(tiny_disk / "cache")
     kw = build_kwargs(teacher_dir, paragraphs_jsonl, out, unit_tokens=80, max_tokens=2000)
     with pytest.raises(StorageError) as err:
-        build_cache(CaptureConfig(**kw))
+        build_cache(capture_config(**kw))
     msg = str(err.value)
     assert "No space left on device" in msg and out in msg and "free space" in msg
     leftovers = [n for _, _, files in os.walk(out) for n in files if n.startswith(".tmp-")]
@@ -46,7 +47,7 @@ def test_disk_full_is_a_clear_error_and_the_cache_stays_consistent(
     # Free space (move the cache to a bigger disk) and re-run: it finishes, nothing redone.
     big = str(tmp_path / "moved")
     shutil.copytree(out, big)
-    m = build_cache(CaptureConfig(**{**kw, "out": big}))
+    m = build_cache(capture_config(**{**kw, "out": big}))
     assert m.status == "complete" and m.num_tokens == 2000
     assert m.stats["run"]["units_skipped"] == len(committed)
     assert verify_cache(open_cache(big)).ok

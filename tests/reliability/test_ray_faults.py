@@ -11,9 +11,10 @@ import threading
 import time
 
 import pytest
+from config_sections import capture_config
 from rel_helpers import build_kwargs
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.format import open_cache, verify_cache
 
 
@@ -51,7 +52,7 @@ def test_actor_killed_mid_build_then_four_loader_workers(
 
     def run():
         try:
-            result["manifest"] = build_cache(CaptureConfig(**kw))
+            result["manifest"] = build_cache(capture_config(**kw))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
 

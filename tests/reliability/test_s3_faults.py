@@ -10,9 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pytest
+from config_sections import capture_config
 from rel_helpers import build_kwargs
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.errors import StorageError
 from logitcache.format import open_cache, verify_cache
 
@@ -119,7 +120,7 @@ def test_transient_throttling_and_5xx_are_retried(
     uri = f"s3://{s3_bucket}/caches/retried"
     kw = build_kwargs(teacher_dir, paragraphs_jsonl, uri, unit_tokens=80)
     proxy.fail(2, 5)  # one 503 SlowDown, one 500, one dropped connection, in a row
-    m = build_cache(CaptureConfig(**kw))
+    m = build_cache(capture_config(**kw))
     assert proxy.faults == 3 and m.status == "complete" and len(m.shards) >= 3
     _direct(s3_endpoint, monkeypatch)
     cache = open_cache(uri)
@@ -136,18 +137,18 @@ def test_persistent_faults_give_storage_error_and_a_consistent_cache(
     # Measure a healthy build's requests elsewhere, then cut this one off two thirds of the
     # way: past the prologue (input checks, lease, manifest), inside the unit commits.
     start = proxy.count
-    build_cache(CaptureConfig(**{**kw, "out": uri + "-probe"}))
+    build_cache(capture_config(**{**kw, "out": uri + "-probe"}))
     per_build = proxy.count - start
     proxy.fail(proxy.count + per_build * 2 // 3, 10**9)
     with pytest.raises(StorageError, match="re-run the same command|failed"):
-        build_cache(CaptureConfig(**kw))
+        build_cache(capture_config(**kw))
     assert proxy.faults > 3  # it retried before giving up
     _direct(s3_endpoint, monkeypatch)
     cache = open_cache(uri)
     report = verify_cache(cache)
     assert report.ok and cache.manifest.status == "building"
     # The endpoint is back: the same build finishes the missing units only.
-    m = build_cache(CaptureConfig(**kw))
+    m = build_cache(capture_config(**kw))
     assert m.status == "complete" and m.num_tokens == 400
     assert m.stats["run"]["units_skipped"] == len(cache.shards)
     assert verify_cache(open_cache(uri)).ok

@@ -11,10 +11,11 @@ import pickle
 
 import numpy as np
 import pytest
+from config_sections import capture_config
 from rel_helpers import build_kwargs, cli_args
 
 import logitcache
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.format import open_cache, verify_cache
 
 READ_PATH = ("format", "data", "codecs", "storage", "catalog")
@@ -69,7 +70,9 @@ def test_the_scanner_catches_what_it_should(tmp_path):
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory, tiny_llama_dir, corpus_jsonl):
     out = str(tmp_path_factory.mktemp("sec") / "cache")
-    build_cache(CaptureConfig(**build_kwargs(str(tiny_llama_dir), corpus_jsonl, out, rs_samples=4)))
+    build_cache(
+        capture_config(**build_kwargs(str(tiny_llama_dir), corpus_jsonl, out, rs_samples=4))
+    )
     return out
 
 
@@ -114,12 +117,12 @@ def _record_from_pretrained(monkeypatch):
 
 def test_trust_remote_code_is_off_unless_asked(teacher_dir, corpus_jsonl, tmp_path, monkeypatch):
     seen = _record_from_pretrained(monkeypatch)
-    build_cache(CaptureConfig(**build_kwargs(teacher_dir, corpus_jsonl, str(tmp_path / "a"))))
+    build_cache(capture_config(**build_kwargs(teacher_dir, corpus_jsonl, str(tmp_path / "a"))))
     assert {name for name, _ in seen} >= {"AutoModelForCausalLM", "AutoTokenizer"}
     assert all(kw.get("trust_remote_code", False) is False for _, kw in seen), seen
     seen.clear()
     build_cache(
-        CaptureConfig(
+        capture_config(
             **build_kwargs(teacher_dir, corpus_jsonl, str(tmp_path / "b"), trust_remote_code=True)
         )
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from config_sections import capture_config
 
-from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture import build_cache
 from logitcache.data import CacheDataset
 from logitcache.data.collate import collate
 from logitcache.format import open_cache, verify_cache
@@ -37,7 +38,7 @@ def big_cache(request, tmp_path_factory, pydoc_jsonl):
     )
     uri = str(root / "cache")
     manifest = build_cache(
-        CaptureConfig(
+        capture_config(
             teacher=str(teacher),
             corpus=[pydoc_jsonl],
             out=uri,
