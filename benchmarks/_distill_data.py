@@ -166,6 +166,13 @@ def build(
     The capture time of a finished build is read back from ``out/capture_s.json``.
     """
     from logitcache.capture import CaptureConfig, build_cache
+    from logitcache.capture.options import (
+        LabelOptions,
+        OutputOptions,
+        PackingOptions,
+        RunOptions,
+        TeacherOptions,
+    )
     from logitcache.format import open_cache
 
     stamp = out / "capture_s.json"
@@ -174,16 +181,12 @@ def build(
     t0 = time.perf_counter()
     build_cache(
         CaptureConfig(
-            teacher=teacher,
+            teacher=TeacherOptions(model=teacher, device=device),
+            labels=LabelOptions(top_k=top_k, rs_samples=rs_samples),
             corpus=[str(corpus)],
-            out=str(out),
-            top_k=top_k,
-            rs_samples=rs_samples,
-            seq_len=seq_len,
-            max_tokens=max_tokens,
-            device=device,
-            use_ray=use_ray,
-            progress="log",
+            packing=PackingOptions(seq_len=seq_len, max_tokens=max_tokens),
+            run=RunOptions(use_ray=use_ray, progress="log"),
+            output=OutputOptions(out=str(out)),
         )
     )
     capture_s = time.perf_counter() - t0

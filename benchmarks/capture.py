@@ -106,39 +106,40 @@ def steady_state(manifest) -> dict:
 
 def _plan(args, tmp, device):
     from logitcache.capture import CaptureConfig
-    from logitcache.capture.corpus_job import teacher_config
+    from logitcache.capture.options import (
+        LabelOptions,
+        OutputOptions,
+        PackingOptions,
+        RunOptions,
+        TeacherOptions,
+    )
     from logitcache.capture.plan import plan_build
     from logitcache.teachers import load_tokenizer
 
     corpus = os.path.join(tmp, "pydoc.jsonl")
     _write_corpus(corpus)
     cfg = CaptureConfig(
-        teacher=args.teacher,
+        teacher=TeacherOptions(model=args.teacher, device=device, dtype="float32"),
+        labels=LabelOptions(top_k=args.top_k),
         corpus=[corpus],
-        out=os.path.join(tmp, "cache"),
-        top_k=args.top_k,
-        seq_len=args.seq_len,
-        max_tokens=args.tokens,
-        unit_tokens=args.unit_tokens,
-        batch_tokens=args.batch_tokens,
-        device=device,
-        use_ray=not args.no_ray,
-        progress="log",
-        dtype="float32",
+        packing=PackingOptions(
+            seq_len=args.seq_len, max_tokens=args.tokens, unit_tokens=args.unit_tokens
+        ),
+        run=RunOptions(batch_tokens=args.batch_tokens, use_ray=not args.no_ray, progress="log"),
+        output=OutputOptions(out=os.path.join(tmp, "cache")),
     )
-    plan = plan_build(cfg, load_tokenizer(teacher_config(cfg)))
+    plan = plan_build(cfg, load_tokenizer(cfg.teacher_config()))
     return cfg, plan
 
 
 def run_build(args, device: str) -> dict:
     from logitcache.capture import build_cache
-    from logitcache.capture.corpus_job import teacher_config
     from logitcache.teachers import load_teacher
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg, plan = _plan(args, tmp, device)
-        teacher = load_teacher(teacher_config(cfg))
-        batches = _batches(plan.units, cfg.batch_tokens)
+        teacher = load_teacher(cfg.teacher_config())
+        batches = _batches(plan.units, cfg.run.batch_tokens)
         teacher.bare_forward(batches[0], chunked_head=True)  # warm-up
         before = bare_forward(teacher, batches)
         log.info("bare forward (before the build): %s", before)
@@ -203,19 +204,18 @@ def run_vllm(args) -> dict:
     """vLLM's prompt_logprobs at k = 8, 64, 128 beside its own prefill and transformers."""
     import vllm
 
-    from logitcache.capture.corpus_job import teacher_config
     from logitcache.teachers import load_teacher
     from logitcache.teachers.vllm_convert import request_to_payload
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg, plan = _plan(args, tmp, "cpu")
-        batches = _batches(plan.units, cfg.batch_tokens)
-        hf = load_teacher(teacher_config(cfg))
+        batches = _batches(plan.units, cfg.run.batch_tokens)
+        hf = load_teacher(cfg.teacher_config())
         hf.bare_forward(batches[0], chunked_head=True)
         hf_bare = bare_forward(hf, batches)
         hf_k = {str(k): score_rate(hf, batches, k) for k in TOP_KS}
         del hf
-        vt = load_teacher(dataclasses.replace(teacher_config(cfg), backend="vllm"))
+        vt = load_teacher(dataclasses.replace(cfg.teacher_config(), backend="vllm"))
         llm = vt._engine(max(TOP_KS))
         prompts = [[{"prompt_token_ids": [int(t) for t in r]} for r in b] for b in batches]
 
@@ -265,7 +265,6 @@ def run_vllm(args) -> dict:
 
 def run_sweep(args) -> dict:
     """In-process scoring tokens/s over a grid of unit x batch sizes (same rows each time)."""
-    from logitcache.capture.corpus_job import teacher_config
     from logitcache.teachers import load_teacher
 
     grid = []
@@ -277,7 +276,7 @@ def run_sweep(args) -> dict:
                 args.unit_tokens, args.batch_tokens = unit_tokens, batch_tokens
                 cfg, plan = _plan(args, tmp, args.device or "cpu")
                 if teacher is None:
-                    teacher = load_teacher(teacher_config(cfg))
+                    teacher = load_teacher(cfg.teacher_config())
                 batches = _batches(plan.units, batch_tokens)
                 teacher.score(batches[0], top_k=args.top_k, seeds=[0] * len(batches[0]))
                 r = score_rate(teacher, batches, args.top_k)

@@ -22,6 +22,13 @@ import time
 from pathlib import Path
 
 from logitcache.capture import CaptureConfig, build_cache
+from logitcache.capture.options import (
+    LabelOptions,
+    OutputOptions,
+    PackingOptions,
+    RunOptions,
+    TeacherOptions,
+)
 from logitcache.cli.info import summary
 from logitcache.format import open_cache, verify_cache
 from logitcache.losses import LossConfig
@@ -78,14 +85,12 @@ def main() -> None:
     t0 = time.perf_counter()
     manifest = build_cache(
         CaptureConfig(
-            teacher="smollm2-135m",
+            teacher=TeacherOptions(model="smollm2-135m"),
+            labels=LabelOptions(top_k=64),
             corpus=[str(corpus)],
-            out=str(out / "cache"),
-            top_k=64,
-            seq_len=256,
-            max_tokens=TOKENS,
-            unit_tokens=4096,
-            workers=1,
+            packing=PackingOptions(seq_len=256, max_tokens=TOKENS, unit_tokens=4096),
+            run=RunOptions(workers=1),
+            output=OutputOptions(out=str(out / "cache")),
         )
     )
     build_s = time.perf_counter() - t0

@@ -20,11 +20,6 @@ from logitcache.format import Manifest
 log = logging.getLogger(__name__)
 
 
-def teacher_config(cfg):
-    """The :class:`~logitcache.teachers.TeacherConfig` of a build or generate config."""
-    return cfg.teacher_config()
-
-
 def build_cache(cfg: CaptureConfig) -> Manifest:
     """Build (or finish building) the cache ``cfg.output.out``; return its final manifest."""
     from logitcache.teachers import load_tokenizer
