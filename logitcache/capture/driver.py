@@ -34,6 +34,7 @@ from logitcache.capture.calibrate import (
 from logitcache.capture.executors import Executor
 from logitcache.capture.progress import Progress
 from logitcache.capture.stages import ScoreStage, WriteStage
+from logitcache.capture.timing import ScoredUnit, steady_window
 from logitcache.codecs import CodecContext, get_codec
 from logitcache.corpus import Unit
 from logitcache.format import Manifest, open_cache, read_manifest
@@ -165,12 +166,21 @@ def _commit_units(job: WriteJob, executor: Executor, writer, ctx, t_start: float
     write = WriteStage(writer.store, writer.manifest.codec["spec"], ctx)
     per_worker: dict[str, dict[str, float]] = {}
     ready_at: list[float] = []
+    scored: list[ScoredUnit] = []
     last_commit = 0.0
     try:
         for info, meta in executor.score_and_write(job.score, todo, write):
             writer.commit([info])
             ready_at.append(meta["ready_at"])
             last_commit = time.time()
+            scored.append(
+                ScoredUnit(
+                    worker=meta["worker"],
+                    start=meta["score_start"],
+                    end=meta["score_end"],
+                    tokens=info.tokens,
+                )
+            )
             progress.update(tokens=info.tokens, rows=info.rows, nbytes=info.bytes)
             w = per_worker.setdefault(meta["worker"], {"tokens": 0, "teacher_s": 0.0, "units": 0})
             w["tokens"] += info.tokens
@@ -188,6 +198,10 @@ def _commit_units(job: WriteJob, executor: Executor, writer, ctx, t_start: float
     stats["run"]["pipeline_tokens_per_s"] = (
         round(progress.tokens / pipeline_s, 1) if pipeline_s else None
     )
+    # Steady state: each worker's units after its first, timed by their scoring intervals.
+    stats["run"]["steady"] = steady_window(scored)
+    # What the pipeline adds after the last unit is scored (its encode, write and commit).
+    stats["run"]["drain_s"] = round(last_commit - max(u.end for u in scored), 3) if scored else None
     return writer.finish(stats)
 
 

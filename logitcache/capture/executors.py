@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -129,12 +130,16 @@ class LocalExecutor(Executor):
     ) -> Results:
         scorer = self.scorer(stage)
         for unit in units:
-            before = scorer.busy_s
-            info = write.write(unit.name, scorer.score_rows(unit_rows(unit)))
+            before, start = scorer.busy_s, time.time()
+            samples = scorer.score_rows(unit_rows(unit))
+            end = time.time()
+            info = write.write(unit.name, samples)
             meta = {
                 "worker": f"local-{os.getpid()}",
                 "teacher_s": scorer.busy_s - before,
                 "ready_at": scorer.ready_at,
+                "score_start": start,
+                "score_end": end,
             }
             yield info, meta
 
@@ -148,10 +153,13 @@ class TeacherActor:
         self.worker = f"{os.uname().nodename}-{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        units, blobs, secs = [], [], []
+        units, blobs, secs, spans = [], [], [], []
         for unit, blob in zip(batch["unit"], batch["rows"]):
-            before = self.scorer.busy_s
+            # The span covers the unit's whole turn on this actor (unpack, score, pack): the
+            # steady-state window (capture/timing.py) is built from these.
+            before, start = self.scorer.busy_s, time.time()
             blobs.append(self.scorer.score_blob(bytes(blob)))
+            spans.append((start, time.time()))
             units.append(str(unit))
             secs.append(self.scorer.busy_s - before)
         return {
@@ -160,6 +168,8 @@ class TeacherActor:
             "teacher_s": np.array(secs, dtype=np.float64),
             "worker": np.array([self.worker] * len(units)),
             "ready_at": np.array([self.scorer.ready_at] * len(units), dtype=np.float64),
+            "score_start": np.array([a for a, _ in spans], dtype=np.float64),
+            "score_end": np.array([b for _, b in spans], dtype=np.float64),
         }
 
 
@@ -190,6 +200,8 @@ def _write_batch(batch: dict[str, np.ndarray], *, write: WriteStage) -> dict[str
         "teacher_s": batch["teacher_s"],
         "worker": batch["worker"],
         "ready_at": batch["ready_at"],
+        "score_start": batch["score_start"],
+        "score_end": batch["score_end"],
     }
 
 
@@ -326,6 +338,8 @@ class RayExecutor(Executor):
                     "worker": str(row["worker"]),
                     "teacher_s": float(row["teacher_s"]),
                     "ready_at": float(row["ready_at"]),
+                    "score_start": float(row["score_start"]),
+                    "score_end": float(row["score_end"]),
                     "writer_pid": d.pop("pid"),
                 }
                 yield ShardInfo(**d), meta

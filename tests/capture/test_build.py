@@ -239,6 +239,10 @@ def test_two_ray_actors_match_local_run(teacher_dir, paragraphs_jsonl, tmp_path,
     m = _build(teacher_dir, corpus, str(tmp_path / "ray"), use_ray=True, workers=2, **kw)
     assert len(m.shards) >= 15
     assert len(m.stats["workers"]) == 2, m.stats["workers"]
+    steady = m.stats["run"]["steady"]  # both actors' units after their first, by score times
+    assert steady["units"] == len(m.shards) - 2
+    assert 0 < steady["tokens"] < m.num_tokens
+    assert 0 < steady["scored_s"] <= 2 * steady["seconds"] + 1e-3
     assert sorted(s.unit for s in m.shards) == sorted(s.unit for s in local.shards)
     a, b = _samples(str(tmp_path / "ray")), _samples(str(tmp_path / "local"))
     assert set(a) == set(b)
