@@ -44,13 +44,18 @@ def count_forwards(model: torch.nn.Module):
 
 
 def prompts_from_heldout(held, *, count: int, length: int) -> list[torch.Tensor]:
-    """The first ``length`` tokens of the first ``count`` held-out rows that are long enough."""
+    """``count`` prompts of ``length`` held-out tokens: the start of every row long enough,
+    then windows further into the rows (every ``2 * length`` tokens), so a small held-out
+    set still yields enough prompts; every window leaves room for a continuation."""
     out: list[torch.Tensor] = []
-    for r in range(held.input_ids.shape[0] if count > 0 else 0):
-        if int(held.attention_mask[r].sum()) > length:
-            out.append(held.input_ids[r : r + 1, :length].clone())
-        if len(out) == count:
-            break
+    rows, width = held.input_ids.shape
+    lengths = held.attention_mask.sum(-1).tolist()
+    for offset in range(0, width, 2 * length) if count > 0 else ():
+        for r in range(rows):
+            if int(lengths[r]) > offset + length:
+                out.append(held.input_ids[r : r + 1, offset : offset + length].clone())
+            if len(out) == count:
+                return out
     return out
 
 

@@ -132,3 +132,23 @@ def test_gpu_scale_code_path_at_tiny_size(tiny_llama_dir, tmp_path):
 def test_close_arms_are_those_within_one_percent():
     assert distill.close_arms({"a": 7.00, "b": 7.06, "c": 7.5, "d": 10.0}) == {"a", "b"}
     assert distill.close_arms({"a": 7.0}) == set()
+
+
+def test_prompts_reach_the_count_from_windows_further_into_short_heldout_sets():
+    from benchmarks._distill_data import Heldout
+    from benchmarks._distill_draft import prompts_from_heldout
+
+    ids = torch.arange(3 * 20).reshape(3, 20)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[2, 9:] = False  # row 2 is too short for a second window
+    held = Heldout(
+        input_ids=ids, labels=ids, attention_mask=mask, teacher_logprobs=torch.zeros(0, 1)
+    )
+    prompts = prompts_from_heldout(held, count=5, length=4)
+    starts = [int(p[0, 0]) for p in prompts]
+    # every row's start first, then the windows 8 tokens in; row 2 (9 tokens) has room for one
+    assert starts == [0, 20, 40, 8, 28]
+    assert all(p.shape == (1, 4) for p in prompts)
+    # offset 16 leaves no room for a continuation in a 20-token row
+    assert len(prompts_from_heldout(held, count=50, length=4)) == 5
+    assert prompts_from_heldout(held, count=0, length=4) == []
