@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -283,6 +284,10 @@ def run_vllm(args) -> dict:
         v_bare = _rate(prefill, batches)
         v_k = {str(k): _rate(lambda b, k=k: logprobs(b, k), batches) for k in TOP_KS}
         v_bare_after = _rate(prefill, batches)  # vLLM's prefill again: its drift over the run
+        # Shut the engine down here: left to interpreter exit, its shutdown logs go to stdout
+        # after the JSON line, which must be the last one.
+        llm = vt = None
+        gc.collect()
     v_pooled = bare_rate(v_bare, v_bare_after)
     return {
         "benchmark": "capture-vllm",
@@ -443,13 +448,17 @@ def _torch_threads() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from logitcache.capture.options import RunOptions
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", default="smollm2-135m")
     p.add_argument("--tokens", type=int, default=40960, help="planned tokens (>= 30,000 steady)")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--top-k", type=int, default=64)
     p.add_argument("--unit-tokens", type=int, default=8192)
-    p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument(
+        "--batch-tokens", type=int, default=RunOptions().batch_tokens, help="default: the library's"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-ray", action="store_true", help="measure the in-process build instead")
     p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])

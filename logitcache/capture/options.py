@@ -165,8 +165,9 @@ class RunOptions:
     threads: int | None = option(
         None, help="torch threads per CPU worker (default: cores / workers)"
     )
+    # 4096: the fastest batch of the idle sweep (docs/capture.md); a GPU teacher may raise it
     batch_tokens: int = option(
-        8192, help="padded tokens per teacher forward (generate: prompt + response tokens)"
+        4096, help="padded tokens per teacher forward (generate: prompt + response tokens)"
     )
     progress: str = option("auto", choices=PROGRESS_MODES, help="progress display")
     log_interval_s: float = 15.0  # progress log lines (no flag)
