@@ -89,8 +89,8 @@ def check_label_counts(
             raise error(f"{flag} {value}: must be >= 0")
     if top_k == 0 and rs_samples == 0:
         raise error(
-            "--top-k 0 needs --rs-samples N: with neither top-k entries nor sampled draws "
-            "there is nothing to store"
+            "--top-k 0 needs --rs-samples N (top_k=0 needs rs_samples > 0): with neither "
+            "top-k entries nor sampled draws there is nothing to store"
         )
     if vocab_size is not None and top_k > vocab_size:
         raise error(
