@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from logitcache.errors import ConfigError
+
 CLI = "cli"  # the metadata key
 
 
@@ -67,3 +69,15 @@ def flag_names(f: dataclasses.Field) -> list[str]:
 def flag_dest(f: dataclasses.Field) -> str:
     """The argparse ``dest`` of a field's flag (from its first option string)."""
     return flag_names(f)[0].lstrip("-").replace("-", "_")
+
+
+def check_choices(config: Any) -> None:
+    """Refuse a field whose value is not one of the ``choices`` its flag declares, naming the
+    flag: the declaration that feeds argparse is also the check for Python callers."""
+    for f in dataclasses.fields(config):
+        choices = (flag_of(f) or {}).get("choices")
+        value = getattr(config, f.name)
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"{flag_names(f)[0]} {value!r}: choose one of {', '.join(map(str, choices))}"
+            )

@@ -16,7 +16,7 @@ from typing import Any
 
 from logitcache.corpus import FORMATS, INVALID_UTF8_MODES, PACKING_MODES
 from logitcache.errors import ConfigError
-from logitcache.fields import option
+from logitcache.fields import check_choices, option
 from logitcache.storage import STORAGE_OPTIONS_HELP
 from logitcache.teachers.config import DTYPES, check_label_counts
 
@@ -45,6 +45,7 @@ class TeacherOptions:
     )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         self.model = str(self.model) if self.model else ""
         if not self.model:
             raise ConfigError("no teacher: pass --teacher HUB_ID|DIR|FILE.gguf|smollm2-135m")
@@ -59,8 +60,6 @@ class TeacherOptions:
                 "--device cpu with --gpus-per-teacher/--pipeline-parallel > 1: a replica of "
                 "several GPUs needs GPUs; drop one of them"
             )
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
 
     def loader_config(self, max_batch_tokens: int):
         """The :class:`~logitcache.teachers.TeacherConfig` that loads this teacher."""
@@ -116,21 +115,13 @@ class PackingOptions:
     )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.seq_len < 2:
             raise ConfigError(f"--seq-len {self.seq_len}: rows need at least 2 tokens")
         if self.max_tokens is not None and self.max_tokens < 2:
             raise ConfigError(f"--max-tokens {self.max_tokens}: must be >= 2, or omitted")
         if self.unit_tokens < 1:
             raise ConfigError(f"--unit-tokens {self.unit_tokens}: must be >= 1")
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format {self.format!r}: choose one of {', '.join(FORMATS)}")
-        if self.invalid_utf8 not in INVALID_UTF8_MODES:
-            raise ConfigError(
-                f"--invalid-utf8 {self.invalid_utf8!r}: choose one of "
-                f"{', '.join(INVALID_UTF8_MODES)}"
-            )
-        if self.mode not in PACKING_MODES:
-            raise ConfigError(f"--packing {self.mode!r}: choose one of {', '.join(PACKING_MODES)}")
         if not self.text_field:
             raise ConfigError("--text-field must name a JSONL field or Parquet column")
 
@@ -184,14 +175,11 @@ class RunOptions:
     )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: need at least one teacher worker")
         if self.batch_tokens < 1:
             raise ConfigError(f"--batch-tokens {self.batch_tokens}: must be >= 1")
-        if self.progress not in PROGRESS_MODES:
-            raise ConfigError(
-                f"progress={self.progress!r}: choose one of {', '.join(PROGRESS_MODES)}"
-            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads {self.threads}: must be >= 1")
         if self.ray_address and not self.use_ray:

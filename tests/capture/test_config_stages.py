@@ -82,6 +82,24 @@ def test_sections_are_shared_and_validated_once():
         GenerateConfig(teacher=teacher, prompts=["p"], output=OutputOptions(catalog="s3://b/cat"))
 
 
+@pytest.mark.parametrize(
+    ("section", "kw", "match"),
+    [
+        ("TeacherOptions", {"model": "t", "dtype": "fp8"}, "--dtype 'fp8': choose one of auto"),
+        ("PackingOptions", {"format": "xml"}, "--format 'xml': choose one of auto"),
+        ("PackingOptions", {"invalid_utf8": "drop"}, "--invalid-utf8 'drop': choose one of skip"),
+        ("PackingOptions", {"mode": "stack"}, "--packing 'stack': choose one of pack"),
+        ("RunOptions", {"progress": "loud"}, "--progress 'loud': choose one of auto"),
+    ],
+)
+def test_values_outside_a_flags_choices_are_refused_from_python(section, kw, match):
+    """The choices a field declares for argparse also bind Python callers, named by flag."""
+    from logitcache.capture import options
+
+    with pytest.raises(ConfigError, match=match):
+        getattr(options, section)(**kw)
+
+
 def test_transport_roundtrip_ragged_shapes():
     rows = [
         {
