@@ -81,3 +81,16 @@ def check_choices(config: Any) -> None:
             raise ConfigError(
                 f"{flag_names(f)[0]} {value!r}: choose one of {', '.join(map(str, choices))}"
             )
+
+
+def coerce_section(config: Any, name: str, cls: type) -> None:
+    """Let ``config.name`` be given as a dict of ``cls``'s fields (JSON job specs, tests), and
+    refuse anything that is neither that nor a ``cls``."""
+    value = getattr(config, name)
+    if isinstance(value, dict):
+        setattr(config, name, cls(**value))
+    elif not isinstance(value, cls):
+        raise ConfigError(
+            f"{type(config).__name__}.{name} must be a {cls.__name__} (or a dict of its "
+            f"fields), got {type(value).__name__}"
+        )

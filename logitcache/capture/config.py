@@ -31,7 +31,7 @@ from logitcache.capture.options import (
     TeacherOptions,
 )
 from logitcache.errors import ConfigError
-from logitcache.fields import option
+from logitcache.fields import coerce_section, option
 
 
 @dataclass(kw_only=True)
@@ -52,14 +52,7 @@ class WriteConfig:
             ("run", RunOptions),
             ("output", OutputOptions),
         ):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, cls(**value))
-            elif not isinstance(value, cls):
-                raise ConfigError(
-                    f"{type(self).__name__}.{name} must be a {cls.__name__} (or a dict of its "
-                    f"fields), got {type(value).__name__}"
-                )
+            coerce_section(self, name, cls)
 
     @property
     def seq_len(self) -> int:  # pragma: no cover - each command defines it
@@ -109,8 +102,7 @@ class CaptureConfig(WriteConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.packing, dict):
-            self.packing = PackingOptions(**self.packing)
+        coerce_section(self, "packing", PackingOptions)
         if isinstance(self.corpus, str):
             self.corpus = [self.corpus]
         self.corpus = [str(c) for c in self.corpus]

@@ -12,7 +12,7 @@ from typing import Any
 
 from logitcache.capture.config import WriteConfig
 from logitcache.errors import ConfigError
-from logitcache.fields import option
+from logitcache.fields import coerce_section, option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,8 +66,7 @@ class GenerateConfig(WriteConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.generation, dict):
-            self.generation = GenerationParams(**self.generation)
+        coerce_section(self, "generation", GenerationParams)
         if isinstance(self.prompts, str):
             self.prompts = [self.prompts]
         self.prompts = [str(p) for p in self.prompts]

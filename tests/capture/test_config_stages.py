@@ -80,6 +80,13 @@ def test_sections_are_shared_and_validated_once():
         OutputOptions(out="o", catalog="c")
     with pytest.raises(ConfigError, match="--out only"):
         GenerateConfig(teacher=teacher, prompts=["p"], output=OutputOptions(catalog="s3://b/cat"))
+    # a section may be given as a dict of its fields, and nothing else
+    as_dict = CaptureConfig(teacher=teacher, corpus=["c"], output={"out": "o"}, packing={})
+    assert as_dict.output == OutputOptions(out="o") and as_dict.packing.seq_len == 2048
+    with pytest.raises(ConfigError, match="CaptureConfig.packing must be a PackingOptions"):
+        CaptureConfig(teacher=teacher, corpus=["c"], output=OutputOptions(out="o"), packing=512)
+    with pytest.raises(ConfigError, match="GenerateConfig.generation must be a GenerationParams"):
+        GenerateConfig(teacher=teacher, prompts=["p"], output={"out": "o"}, generation=1.0)
 
 
 @pytest.mark.parametrize(
