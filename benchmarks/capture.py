@@ -171,8 +171,8 @@ def run_build(args, device: str) -> dict:
         wall = time.perf_counter() - t0
         after = bare_forward(teacher, batches)
         log.info("bare forward (after the build): %s", after)
-        plain = bare_forward(teacher, batches[: max(1, len(batches) // 4)], chunked_head=False)
         sample = batches[: max(1, len(batches) // 4)]
+        plain = bare_forward(teacher, sample, chunked_head=False)
         ks = {str(k): score_rate(teacher, sample, k) for k in TOP_KS}
         bare_k = bare_forward(teacher, sample)
     bare = bare_rate(before, after)
