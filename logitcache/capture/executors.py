@@ -110,8 +110,20 @@ class LocalExecutor(Executor):
     def scorer(self, stage: ScoreStage):
         """The stage's scorer, built on first use and kept (one teacher load per run)."""
         if self._loaded is None or self._loaded[0] != stage:
+            self.close_teacher()
             self._loaded = (stage, stage.build())
         return self._loaded[1]
+
+    def close_teacher(self) -> None:
+        """Release the loaded teacher through its optional ``close()`` (the vLLM teacher stops
+        its engine there), so no engine is left to interpreter exit."""
+        loaded, self._loaded = self._loaded, None
+        close = getattr(loaded[1].teacher, "close", None) if loaded else None
+        if close is not None:
+            close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close_teacher()
 
     def tokenize_map(self, tokenizer) -> TokenizeMap:
         return local_tokenize_map(tokenizer)

@@ -138,6 +138,14 @@ class RecordingTeacher(HFTeacher):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.record = placement_record(cfg)
+        self._write_record()
+
+    def close(self) -> None:
+        """Records that the executor released this teacher (``"closed": true``)."""
+        self.record["closed"] = True
+        self._write_record()
+
+    def _write_record(self) -> None:
         where = os.environ.get(RECORD_DIR_ENV)
         if where:
             os.makedirs(where, exist_ok=True)

@@ -85,6 +85,16 @@ class VLLMTeacher:
         self._llm = vllm.LLM(**engine_kwargs(self.config, model, self._max_logprobs))
         return self._llm
 
+    def close(self) -> None:
+        """Stop the engine while the interpreter is still whole. Left to interpreter exit, its
+        threads were torn down in no set order, and the CPU build sometimes aborted the process
+        (SIGABRT, "terminate called without an active exception") after the cache was complete.
+        """
+        llm, self._llm = self._llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def score(
         self,
         input_ids: Sequence[np.ndarray],

@@ -79,6 +79,20 @@ def test_jsonl_build_matches_direct_forward(teacher_dir, pydoc_jsonl, tmp_path, 
         assert not s["loss_mask"][-1] and s["loss_mask"][:-1].all()
 
 
+def test_local_run_closes_its_teacher(teacher_dir, pydoc_jsonl, tmp_path, monkeypatch):
+    """The executor calls the teacher's optional close() when the run ends (the vLLM teacher
+    stops its engine there instead of leaving it to interpreter exit)."""
+    from logitcache.teachers.testing import RECORD_DIR_ENV
+
+    records = tmp_path / "records"
+    monkeypatch.setenv(RECORD_DIR_ENV, str(records))
+    recorder = "logitcache.teachers.testing:RecordingTeacher"
+    m = _build(teacher_dir, pydoc_jsonl, str(tmp_path / "c"), max_tokens=200, backend=recorder)
+    assert m.status == "complete"
+    [record] = [json.loads(p.read_text()) for p in records.glob("*.json")]
+    assert record["pid"] == os.getpid() and record.get("closed") is True
+
+
 def test_text_parquet_and_chat_formats(teacher_dir, tmp_path, reference_model):
     from pydoc_data.topics import topics
 
