@@ -43,7 +43,8 @@ from logitcache.errors import ConfigError
 from logitcache.losses import divergences as D
 from logitcache.losses.acceptance import acceptance_bounds_from_buckets
 from logitcache.losses.buckets import teacher_buckets
-from logitcache.losses.compute import LossConfig, _kd_fn, _targets
+from logitcache.losses.compute import _kd_fn, _targets
+from logitcache.losses.config import LossConfig
 
 # A chunk's float32 logit buffer holds about this many elements: 2^22 = 16 MiB, which stays in
 # the CPU's L3 cache across the elementwise passes; on GPUs bigger chunks feed the
