@@ -1,17 +1,23 @@
-"""Tune the codec on a first sample of the teacher's output, before the first shard exists.
+"""Tune the codec on the first unit's labels, as the teacher scores them: no extra teacher pass.
 
 lc1 renumbers ids by how often the teacher puts them in its top-k (frequent ids get small
 ranks, which delta-code into fewer bytes: about a quarter of the id bytes, docs/benchmarks.md).
-The table must be fixed before the first shard is written and shared by every writer, so it
-is fitted once, by the driver under the write lease, from the first few thousand positions of
-the plan, and recorded in the manifest's codec spec. A resumed build reuses the spec in the
-manifest, so scoring noise (e.g. on a GPU) can never change the table halfway through a cache.
+The table must be shared by every shard of a cache, so it is fitted once, from the first
+positions of the plan's first unit (4,096, or an eighth of a small build), by whichever worker
+scores that unit; every encoder waits for it. The manifest records it with the first commit,
+and a resumed build reuses the spec in the manifest, so scoring noise (e.g. on a GPU) can never
+change the table halfway through a cache. A run stopped before its first commit has no shard
+that depends on the table, so its re-run fits it afresh.
+
+Scoring the calibration rows separately, before the pipeline, would load the teacher a second
+time on Ray (the pipeline's actors are Ray Data's own) and score those rows twice everywhere.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from logitcache.codecs import Codec, CodecContext, get_codec
@@ -21,30 +27,16 @@ log = logging.getLogger(__name__)
 CALIBRATION_TOKENS = 4096
 
 
-def calibration_rows(units: Sequence[Any], max_tokens: int = CALIBRATION_TOKENS) -> list[dict]:
-    """The first rows of the plan, up to ``max_tokens`` positions (deterministic)."""
-    from logitcache.capture.executors import unit_rows
-
-    rows: list[dict] = []
-    total = 0
-    for unit in units:
-        for row in unit_rows(unit):
-            rows.append(row)
-            total += len(row["input_ids"])
-            if total >= max_tokens:
-                return rows
-    return rows
-
-
 def calibration_budget(units: Sequence[Any]) -> int:
-    """Positions to score for calibration: 4096, but at most an eighth of a small build, whose
-    teacher time it would otherwise dominate (a small cache gains little from the table)."""
+    """Positions to fit on: 4096, but at most an eighth of a small build (whose table gains
+    little from more)."""
     total = sum(int(u.tokens) for u in units)
     return min(CALIBRATION_TOKENS, max(512, total // 8))
 
 
 def needs_calibration(codec: Codec) -> bool:
-    return type(codec).calibrate is not Codec.calibrate
+    """A codec with something to fit (it overrides ``calibrate``) and nothing fitted yet."""
+    return type(codec).calibrate is not Codec.calibrate and not codec.fitted
 
 
 def resumes_codec(existing_spec: str, requested: str | None) -> bool:
@@ -57,20 +49,28 @@ def resumes_codec(existing_spec: str, requested: str | None) -> bool:
     return all(ours.params.get(k) == v for k, v in theirs.params.items() if k != "ranks")
 
 
-def calibrate_codec(
-    codec: Codec,
-    rows: list[dict],
-    ctx: CodecContext,
-    score: Callable[[list[dict]], list[dict]],
-) -> Codec:
-    """``codec.calibrate`` on the teacher's labels of ``rows``; ``score`` runs the teacher
-    (an executor's :meth:`~logitcache.capture.executors.Executor.calibrate`)."""
-    if not needs_calibration(codec) or not rows:
-        return codec
-    tuned = codec.calibrate(score(rows), ctx)
-    log.info(
-        "codec calibrated on %d positions: %s",
-        sum(len(r["input_ids"]) for r in rows),
-        tuned.describe().get("ranks_sha256", tuned.name),
-    )
-    return tuned
+@dataclass(frozen=True)
+class Calibration:
+    """A fit still to make: picklable, so the worker that scores ``unit`` can make it."""
+
+    codec_spec: str  # the requested codec, nothing fitted
+    ctx: CodecContext
+    unit: str  # the plan's first unit
+    max_tokens: int = CALIBRATION_TOKENS
+
+    def fit(self, samples: Sequence[dict[str, Any]]) -> str:
+        """The spec fitted on the first ``max_tokens`` positions of ``unit``'s scored rows."""
+        rows, total = [], 0
+        for sample in samples:
+            rows.append(sample)
+            total += len(sample["input_ids"])
+            if total >= self.max_tokens:
+                break
+        tuned = get_codec(self.codec_spec).calibrate(rows, self.ctx)
+        log.info(
+            "codec calibrated on %d positions of unit %s: %s",
+            total,
+            self.unit,
+            tuned.describe().get("ranks_sha256", tuned.name),
+        )
+        return tuned.spec

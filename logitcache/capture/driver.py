@@ -8,7 +8,8 @@ driver then, in this order:
    so a bad k leaves no ``building`` manifest behind;
 2. takes the cache's write lease (``--out``) or the catalog's decision (``--catalog``);
 3. under the lease, reads the existing manifest: a resumed cache keeps its exact codec, a new
-   one gets its codec calibrated on the first rows of the plan;
+   one has its codec fitted on the first unit's labels as they are scored
+   (:mod:`logitcache.capture.calibrate`), recorded with the first commit;
 4. opens the writer (which removes a crashed run's orphans), skips committed units, and
    commits each unit the moment its shard is durable, with progress and run statistics.
 
@@ -27,15 +28,15 @@ from typing import Any
 
 from logitcache.capture.calibrate import (
     CALIBRATION_TOKENS,
-    calibrate_codec,
-    calibration_rows,
+    Calibration,
+    needs_calibration,
     resumes_codec,
 )
 from logitcache.capture.executors import Executor
 from logitcache.capture.progress import Progress
 from logitcache.capture.stages import ScoreStage, WriteStage
 from logitcache.capture.timing import ScoredUnit, steady_window
-from logitcache.codecs import CodecContext, get_codec
+from logitcache.codecs import Codec, CodecContext, get_codec
 from logitcache.corpus import Unit
 from logitcache.format import Manifest, open_cache, read_manifest
 from logitcache.format.lease import LeaseConfig
@@ -120,9 +121,15 @@ def run_write_job(job: WriteJob, executor: Executor, *, t_start: float | None = 
         return open_cache(target.uri, job.storage_options).manifest
     with target:  # holds the write lease; released on every exit
         existing = read_manifest(Store.open(target.uri, job.storage_options))
-        header.codec = _codec(job, existing, executor, ctx).describe()
+        codec, pending = _codec(job, existing)
+        header.codec = codec.describe()
         writer = target.open_writer(header)  # leased; a crashed run's orphans removed
-        manifest = _commit_units(job, executor, writer, ctx, t_start)
+        calibration = None
+        if pending:
+            calibration = Calibration(
+                codec.spec, ctx, unit=job.units[0].name, max_tokens=job.calibration_tokens
+            )
+        manifest = _commit_units(job, executor, writer, ctx, calibration, t_start)
         target.finish(manifest)
     _log_summary(job.kind, manifest, writer.store.uri)
     return manifest
@@ -138,19 +145,26 @@ def open_target(job: WriteJob, header: Manifest) -> WriteTarget:
     return open_write_target(job.out, header, job.storage_options, lease=job.lease)
 
 
-def _codec(job: WriteJob, existing: Manifest | None, executor: Executor, ctx: CodecContext):
-    """A resumed cache's exact (calibrated) codec; a new cache's requested codec, calibrated
-    on the first rows of the plan unless the spec fixes its table already."""
+def _codec(job: WriteJob, existing: Manifest | None) -> tuple[Codec, bool]:
+    """The codec and whether its table is still to fit on the first unit: a resumed cache's
+    exact (fitted) codec; a new cache's requested one, to fit unless the spec fixes its table
+    (``ranks=``). A cache with no shard yet (stopped before its first commit) fits afresh."""
+    fixed = "ranks=" in (job.codec or "")
     if existing is not None and resumes_codec(existing.codec["spec"], job.codec):
-        return get_codec(existing.codec["spec"])
+        codec = get_codec(existing.codec["spec"])
+        return codec, not existing.shards and not fixed and needs_calibration(codec)
     codec = get_codec(job.codec)
-    if existing is not None or "ranks=" in (job.codec or ""):
-        return codec
-    rows = calibration_rows(job.units, job.calibration_tokens)
-    return calibrate_codec(codec, rows, ctx, lambda r: executor.calibrate(job.score, r))
+    return codec, existing is None and not fixed and needs_calibration(codec)
 
 
-def _commit_units(job: WriteJob, executor: Executor, writer, ctx, t_start: float) -> Manifest:
+def _commit_units(
+    job: WriteJob,
+    executor: Executor,
+    writer,
+    ctx,
+    calibration: Calibration | None,
+    t_start: float,
+) -> Manifest:
     """Compute the units the cache lacks, committing each as it arrives; finish the cache."""
     done = writer.committed_units
     todo = [u for u in job.units if u.name not in done]
@@ -169,7 +183,11 @@ def _commit_units(job: WriteJob, executor: Executor, writer, ctx, t_start: float
     scored: list[ScoredUnit] = []
     last_commit = 0.0
     try:
-        for info, meta in executor.score_and_write(job.score, todo, write):
+        for info, meta in executor.score_and_write(job.score, todo, write, calibration):
+            if meta["codec_spec"] != writer.manifest.codec["spec"]:
+                # The table fitted on the first unit: recorded with the first commit (the
+                # writer refuses once a shard with another codec is listed).
+                writer.set_codec(get_codec(meta["codec_spec"]).describe())
             writer.commit([info])
             ready_at.append(meta["ready_at"])
             last_commit = time.time()

@@ -1,13 +1,14 @@
 """Executors: where the capture stages run. Chosen once per run; they only schedule.
 
 The driver (:mod:`logitcache.capture.driver`) owns the plan, the lease and the commits. An
-executor offers three operations over picklable stage specs
+executor offers two operations over picklable stage specs
 (:class:`~logitcache.capture.stages.ScoreStage`, :class:`~logitcache.capture.stages.WriteStage`):
 
 - :meth:`~Executor.tokenize_map`: documents -> token ids (the plan's heavy part);
-- :meth:`~Executor.calibrate`: score a few rows for the codec's fitted tables;
 - :meth:`~Executor.score_and_write`: score every unit and write its shard, yielding
-  ``(ShardInfo, meta)`` as each shard becomes durable (the driver commits it at once).
+  ``(ShardInfo, meta)`` as each shard becomes durable (the driver commits it at once). Given a
+  :class:`~logitcache.capture.calibrate.Calibration`, the worker that scores the first unit
+  fits the codec's table on its labels and every shard is encoded with the fitted codec.
 
 :class:`LocalExecutor` runs them in this process, one after the other (simple, no overlap).
 :class:`RayExecutor` runs ``from_items(units) -> map_batches(TeacherActor, N actors,
@@ -18,20 +19,23 @@ actor loads the teacher once. The stage code is the same in both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from logitcache.capture.calibrate import Calibration
 from logitcache.capture.placement import ReplicaPlacer, ReplicaSpec, check_fits, node_gpus
 from logitcache.capture.plan import TokenizeMap, local_tokenize_map
 from logitcache.capture.stages import Scorer, ScoreStage, WriteStage, tokenize_blob
-from logitcache.capture.transport import pack_rows
+from logitcache.capture.transport import pack_rows, unpack_rows
 from logitcache.corpus import Unit
 from logitcache.format import ShardInfo
 
@@ -46,12 +50,6 @@ def unit_rows(unit: Unit) -> list[dict[str, Any]]:
         {"sample_id": r.sample_id, "input_ids": r.input_ids, "loss_mask": r.loss_mask}
         for r in unit.rows
     ]
-
-
-def _ids_only(samples: list[dict]) -> list[dict]:
-    """What calibration needs from scored rows: the ids (not the log-probs)."""
-    keep = ("topk_ids", "rs_ids", "rs_counts")
-    return [{k: s[k] for k in keep if k in s} for s in samples]
 
 
 class Executor:
@@ -89,12 +87,15 @@ class Executor:
         ident = describe_teacher(stage.teacher)
         return dict(ident["identity"]), int(ident["vocab_size"])
 
-    def calibrate(self, stage: ScoreStage, rows: list[dict]) -> list[dict]:
-        raise NotImplementedError
-
     def score_and_write(
-        self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
+        self,
+        stage: ScoreStage,
+        units: Sequence[Unit],
+        write: WriteStage,
+        calibration: Calibration | None = None,
     ) -> Results:
+        """Score and write every unit; each ``meta`` names the ``codec_spec`` its shard was
+        encoded with (the fitted one once ``calibration`` has been made)."""
         raise NotImplementedError
 
 
@@ -133,18 +134,20 @@ class LocalExecutor(Executor):
         teacher = self.scorer(stage).teacher
         return dict(teacher.identity), int(teacher.vocab_size)
 
-    def calibrate(self, stage: ScoreStage, rows: list[dict]) -> list[dict]:
-        teacher = self.scorer(stage).teacher
-        return _ids_only(stage.labels_only().build(teacher=teacher).score_rows(rows))
-
     def score_and_write(
-        self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
+        self,
+        stage: ScoreStage,
+        units: Sequence[Unit],
+        write: WriteStage,
+        calibration: Calibration | None = None,
     ) -> Results:
         scorer = self.scorer(stage)
         for unit in units:
             before, start = scorer.busy_s, time.time()
             samples = scorer.score_rows(unit_rows(unit))
             end = time.time()
+            if calibration is not None and unit.name == calibration.unit:
+                write = replace(write, codec_spec=calibration.fit(samples))
             info = write.write(unit.name, samples)
             meta = {
                 "worker": f"local-{os.getpid()}",
@@ -152,6 +155,7 @@ class LocalExecutor(Executor):
                 "ready_at": scorer.ready_at,
                 "score_start": start,
                 "score_end": end,
+                "codec_spec": write.codec_spec,
             }
             yield info, meta
 
@@ -160,9 +164,26 @@ class LocalExecutor(Executor):
 class TeacherActor:
     """Ray Data callable class: builds the stage's scorer once, scores one unit per call."""
 
-    def __init__(self, stage: ScoreStage, threads: int | None = None):
+    def __init__(
+        self,
+        stage: ScoreStage,
+        threads: int | None = None,
+        calibration: Calibration | None = None,
+        holder: Any = None,
+    ):
         self.scorer = stage.build(threads=threads)
         self.worker = f"{os.uname().nodename}-{os.getpid()}"
+        self.calibration = calibration
+        self.holder = holder  # a CodecHolder actor, when the codec is still to fit
+
+    def _score(self, unit: str, blob: bytes) -> bytes:
+        if self.calibration is None or unit != self.calibration.unit:
+            return self.scorer.score_blob(blob)
+        import ray
+
+        samples = self.scorer.score_rows(unpack_rows(blob))
+        ray.get(self.holder.offer.remote(self.calibration.fit(samples)))
+        return pack_rows(samples)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         units, blobs, secs, spans = [], [], [], []
@@ -170,7 +191,7 @@ class TeacherActor:
             # The span covers the unit's whole turn on this actor (unpack, score, pack): the
             # steady-state window (capture/timing.py) is built from these.
             before, start = self.scorer.busy_s, time.time()
-            blobs.append(self.scorer.score_blob(bytes(blob)))
+            blobs.append(self._score(str(unit), bytes(blob)))
             spans.append((start, time.time()))
             units.append(str(unit))
             secs.append(self.scorer.busy_s - before)
@@ -203,8 +224,34 @@ def lower_priority(nice: int = ENCODER_NICE) -> None:
         log.debug("could not lower the encoder's priority: %s", exc)
 
 
-def _write_batch(batch: dict[str, np.ndarray], *, write: WriteStage) -> dict[str, Any]:
+class CodecHolder:
+    """Ray actor holding the codec fitted on the first unit: set once by the teacher actor that
+    scores that unit, awaited by every encoder (and the driver) before encoding a shard."""
+
+    def __init__(self) -> None:
+        self._spec: str | None = None
+        self._ready = asyncio.Event()
+
+    async def offer(self, spec: str) -> str:
+        """The first offer wins (a retried first unit fits again; its fit is not used)."""
+        if self._spec is None:
+            self._spec = spec
+            self._ready.set()
+        return self._spec
+
+    async def get(self) -> str:
+        await self._ready.wait()
+        return self._spec  # type: ignore[return-value]
+
+
+def _write_batch(
+    batch: dict[str, np.ndarray], *, write: WriteStage, holder: Any = None
+) -> dict[str, Any]:
     lower_priority()
+    if holder is not None:  # the codec is fitted on the first unit: wait for it
+        import ray
+
+        write = replace(write, codec_spec=ray.get(holder.get.remote()))
     return {
         "shard": np.array(
             [write.write_blob(str(u), bytes(b)) for u, b in zip(batch["unit"], batch["samples"])]
@@ -215,10 +262,6 @@ def _write_batch(batch: dict[str, np.ndarray], *, write: WriteStage) -> dict[str
         "score_start": batch["score_start"],
         "score_end": batch["score_end"],
     }
-
-
-def _calibrate_remote(stage: ScoreStage, rows: list[dict], threads: int | None) -> list[dict]:
-    return _ids_only(stage.build(threads=threads).score_rows(rows))
 
 
 class RayExecutor(Executor):
@@ -284,29 +327,22 @@ class RayExecutor(Executor):
         # Ray pins OMP threads to num_cpus=1; give each CPU actor its share of the cores.
         return {"num_cpus": 1}, self.threads or max(1, (os.cpu_count() or 1) // self.workers)
 
-    def calibrate(self, stage: ScoreStage, rows: list[dict]) -> list[dict]:
-        """One Ray task on a teacher worker's resources scores the calibration rows."""
-        import ray
-
-        resources, threads = self.teacher_resources()
-        placer = ReplicaPlacer(self.replica) if self.replica.multi_gpu else None
-        try:
-            task = ray.remote(_calibrate_remote).options(
-                **resources, **(placer() if placer else {})
-            )
-            return ray.get(task.remote(stage.labels_only(), rows, threads))
-        finally:
-            if placer:
-                placer.release()
-
     def score_and_write(
-        self, stage: ScoreStage, units: Sequence[Unit], write: WriteStage
+        self,
+        stage: ScoreStage,
+        units: Sequence[Unit],
+        write: WriteStage,
+        calibration: Calibration | None = None,
     ) -> Results:
         import ray
         import ray.data
 
         if not units:
             return
+        # A codec still to fit: the actor that scores the first unit fits it and offers it to
+        # the holder; encoders wait for it there. No extra teacher load, no extra scoring.
+        holder = ray.remote(num_cpus=0)(CodecHolder).remote() if calibration else None
+        codec_spec = None if holder is not None else write.codec_spec
         data_ctx = ray.data.DataContext.get_current()
         data_ctx.enable_progress_bars = False  # our own bar/log lines report progress
         data_ctx.execution_options.preserve_order = False  # commit in completion order
@@ -321,7 +357,12 @@ class RayExecutor(Executor):
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
             TeacherActor,
-            fn_constructor_kwargs={"stage": stage, "threads": threads},
+            fn_constructor_kwargs={
+                "stage": stage,
+                "threads": threads,
+                "calibration": calibration,
+                "holder": holder,
+            },
             batch_size=1,
             batch_format="numpy",
             # Two units queued per actor: the next unit is at hand when one ends, and no actor
@@ -331,7 +372,7 @@ class RayExecutor(Executor):
         )
         ds = ds.map_batches(
             _write_batch,
-            fn_kwargs={"write": write},
+            fn_kwargs={"write": write, "holder": holder},
             batch_size=1,
             batch_format="numpy",
             num_cpus=1,
@@ -345,6 +386,8 @@ class RayExecutor(Executor):
         )
         try:
             for row in ds.iter_rows():
+                if holder is not None and codec_spec is None:  # set before any shard's encode
+                    codec_spec = ray.get(holder.get.remote())
                 d = json.loads(row["shard"])
                 meta = {
                     "worker": str(row["worker"]),
@@ -353,6 +396,7 @@ class RayExecutor(Executor):
                     "score_start": float(row["score_start"]),
                     "score_end": float(row["score_end"]),
                     "writer_pid": d.pop("pid"),
+                    "codec_spec": codec_spec,
                 }
                 yield ShardInfo(**d), meta
         finally:

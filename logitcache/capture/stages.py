@@ -154,7 +154,7 @@ class ScoreStage:
     factory: type = Scorer
     options: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, *, threads: int | None = None, teacher: Any = None):
+    def build(self, *, threads: int | None = None):
         """The scorer; ``threads`` overrides the stage's torch threads (an executor's share)."""
         return self.factory(
             self.teacher,
@@ -162,19 +162,7 @@ class ScoreStage:
             rs_samples=self.rs_samples,
             batch_tokens=self.batch_tokens,
             threads=threads if threads is not None else self.threads,
-            teacher=teacher,
             **self.options,
-        )
-
-    def labels_only(self) -> ScoreStage:
-        """The plain soft-label scorer of this stage's teacher (codec calibration needs no
-        generation: it scores rows as they are)."""
-        return ScoreStage(
-            teacher=self.teacher,
-            top_k=self.top_k,
-            rs_samples=self.rs_samples,
-            batch_tokens=self.batch_tokens,
-            threads=self.threads,
         )
 
 

@@ -74,11 +74,16 @@ class Codec(ABC):
         """The manifest's ``codec`` section."""
         return {"spec": self.spec, "name": self.name, "lossless": self.lossless, **self.params}
 
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`calibrate` has fitted something into this codec (kept on resume)."""
+        return False
+
     def calibrate(self, samples: Sequence[dict[str, Any]], ctx: CodecContext) -> Codec:
         """A codec tuned on a first sample of the build (e.g. a fitted rank table).
 
-        Called once before the cache header is written; the result's :attr:`spec` must
-        rebuild it exactly. Codecs without anything to tune return themselves.
+        Called once, on the first unit's labels, before its shard is encoded; the result's
+        :attr:`spec` must rebuild it exactly. Codecs without anything to tune return themselves.
         """
         return self
 

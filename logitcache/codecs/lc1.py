@@ -96,6 +96,10 @@ class Lc1Codec(Codec):
             )
         return d
 
+    @property
+    def fitted(self) -> bool:
+        return bool(self.table.listed.size)
+
     def calibrate(
         self,
         samples: Sequence[dict[str, Any]],
@@ -105,8 +109,8 @@ class Lc1Codec(Codec):
     ) -> Lc1Codec:
         """A copy whose rank table is fitted on ``samples`` (their top-k and sampled ids).
 
-        Call once before the cache header is written, on a deterministic sample of the build
-        (e.g. its first unit); a resumed build must reuse the spec from the manifest.
+        Call once, on a deterministic sample of the build (its first unit), before any shard
+        is encoded; a resumed build must reuse the spec from the manifest.
         """
         chunks = []
         for s in samples:

@@ -129,6 +129,18 @@ class CacheWriter:
     def committed_units(self) -> set[str]:
         return self.manifest.committed_units
 
+    def set_codec(self, codec: dict[str, Any]) -> None:
+        """Record the codec fitted on the first unit; written with the next commit. Refused once
+        a shard is listed: every listed shard was encoded with the manifest's codec."""
+        if self.manifest.shards and codec != self.manifest.codec:
+            raise ManifestError(
+                f"{self.store.uri}: a shard encoded with codec {codec.get('spec', '?')[:60]!r} "
+                f"cannot join a cache whose {len(self.manifest.shards)} shard(s) use "
+                f"{self.manifest.codec.get('spec', '?')[:60]!r}; this is a bug in the writer's "
+                "caller: please report it."
+            )
+        self.manifest.codec = dict(codec)
+
     def commit(self, infos: Sequence[ShardInfo]) -> None:
         """List freshly written shards in the manifest; a unit already present is refused."""
         if self.lease is not None:

@@ -180,3 +180,19 @@ def test_manifest_without_checksum_opens_unchecked_with_a_note(tmp_path, caplog)
     writer = CacheWriter.open(str(tmp_path / "c"), header(ctx))
     writer.finish()
     assert logitcache.open_cache(str(tmp_path / "c")).manifest.integrity == "verified"
+
+
+def test_codec_is_fixed_once_a_shard_is_listed(tmp_path, sample_factory):
+    """set_codec records the first unit's fitted codec; once a shard is listed it refuses any
+    other (every listed shard was encoded with the manifest's codec)."""
+    ctx = CodecContext(vocab_size=1000, top_k=4, rs_samples=0)
+    samples = sample_factory(ctx, seed=0)
+    fitted = get_codec("lc1").calibrate(samples, ctx)
+    writer = CacheWriter.open(str(tmp_path / "c"), header(ctx, "lc1"))
+    writer.set_codec(fitted.describe())
+    info = write_shard(writer.store, "u0", encode_table(samples, fitted, ctx))
+    writer.commit([info])
+    writer.set_codec(fitted.describe())  # the same codec again is fine
+    with pytest.raises(ManifestError, match="cannot join a cache"):
+        writer.set_codec(get_codec("lc1").describe())
+    assert writer.manifest.codec == fitted.describe()
