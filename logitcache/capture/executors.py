@@ -244,6 +244,16 @@ class CodecHolder:
         return self._spec  # type: ignore[return-value]
 
 
+def _codec_holder() -> Any:
+    """A CodecHolder on the driver's node: it lives as long as the run, whichever worker node
+    leaves the cluster."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(CodecHolder).options(scheduling_strategy=here).remote()
+
+
 def _write_batch(
     batch: dict[str, np.ndarray], *, write: WriteStage, holder: Any = None
 ) -> dict[str, Any]:
@@ -341,7 +351,7 @@ class RayExecutor(Executor):
             return
         # A codec still to fit: the actor that scores the first unit fits it and offers it to
         # the holder; encoders wait for it there. No extra teacher load, no extra scoring.
-        holder = ray.remote(num_cpus=0)(CodecHolder).remote() if calibration else None
+        holder = _codec_holder() if calibration else None
         codec_spec = None if holder is not None else write.codec_spec
         data_ctx = ray.data.DataContext.get_current()
         data_ctx.enable_progress_bars = False  # our own bar/log lines report progress

@@ -1,7 +1,8 @@
 """A build across a multi-node Ray cluster (``ray.cluster_utils.Cluster``): a head plus two
 nodes that declare one GPU each, so the teacher actors are scheduled as GPU actors, one per
 node. One GPU node is removed mid-build (a lost spot instance); the build must still finish
-with every planned sample exactly once, and equal a local single-process build.
+with every planned sample exactly once, and equal a local single-process build, codec table
+included.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ BUILD = {
     "max_tokens": 4000,
     "unit_tokens": 200,
     "progress": "off",
-    "codec": "raw",
+    "codec": "lc1",  # fitted on the first unit by the actor that scores it (a CodecHolder)
     "dtype": "float32",
 }
 
@@ -138,6 +139,10 @@ def test_build_survives_node_removal_every_sample_once(
     assert sorted(units) == sorted(s.unit for s in local.shards)
     ref = _samples(local_out)
     assert set(got) == set(ref)
+    assert manifest.codec["spec"] == local.codec["spec"] and manifest.codec["ranks_listed"] > 0
+    off = []
     for sid, s in got.items():
         assert np.array_equal(s["topk_ids"], ref[sid]["topk_ids"])
-        np.testing.assert_allclose(s["topk_logprobs"], ref[sid]["topk_logprobs"], atol=1e-4)
+        off.append(np.abs(s["topk_logprobs"] - ref[sid]["topk_logprobs"]) > 1e-4)
+    # lc1 levels: a value within float noise of a level boundary may land one level apart.
+    assert np.concatenate([o.ravel() for o in off]).mean() < 0.01
