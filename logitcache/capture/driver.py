@@ -125,7 +125,7 @@ def run_write_job(job: WriteJob, executor: Executor, *, t_start: float | None = 
         header.codec = codec.describe()
         writer = target.open_writer(header)  # leased; a crashed run's orphans removed
         calibration = None
-        if pending:
+        if pending and job.units:
             calibration = Calibration(
                 codec.spec, ctx, unit=job.units[0].name, max_tokens=job.calibration_tokens
             )
