@@ -177,8 +177,8 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
         if written >= 3 and seen >= 2:
             removed_at = written
             # a lost spot node and its replacement: the lost replica's placement group (4 GPUs
-            # on one node) can only be rescheduled where 4 GPUs are free, and until it is, the
-            # work in flight on that replica waits (Ray Data retries it on the restarted actor)
+            # on one node) can only be rescheduled where 4 GPUs are free (a loss with no
+            # replacement: tests/cluster/test_replica_loss.py)
             cluster.add_node(num_cpus=2, num_gpus=4, object_store_memory=150 * 2**20)
             cluster.remove_node(nodes[1])
             break
