@@ -285,10 +285,8 @@ def run_vllm(args) -> dict:
         v_k = {str(k): _rate(lambda b, k=k: logprobs(b, k), batches) for k in TOP_KS}
         v_bare_after = _rate(prefill, batches)  # vLLM's prefill again: its drift over the run
         # Shut the engine down here: left to interpreter exit, its shutdown logs go to stdout
-        # after the JSON line, which must be the last one (vLLM 0.32: LLMEngine.engine_core).
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        # after the JSON line, which must be the last one.
+        vt.close()
         llm = vt = None
         gc.collect()
     v_pooled = bare_rate(v_bare, v_bare_after)
