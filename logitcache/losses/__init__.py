@@ -6,34 +6,29 @@ plus a tail bucket (or its sampled draws), and the student is gathered at those 
 weight, so no ``[N, V]`` student logits exist either. See docs/training.md.
 """
 
-import importlib
-from typing import Any
-
+from logitcache.lazy import lazy_attributes
 from logitcache.losses.config import LOSS_IMPLS, LOSSES, LossConfig
 
 # The loss math needs torch; it is imported on first use, so configs and `--help` stay light.
-_LAZY = {
-    "LOG_ZERO": "buckets",
-    "student_buckets": "buckets",
-    "teacher_buckets": "buckets",
-    "compute_loss": "compute",
-    "cross_entropy": "divergences",
-    "jsd": "divergences",
-    "kl": "divergences",
-    "kl_tail": "divergences",
-    "kl_topk": "divergences",
-    "reverse_kl": "divergences",
-    "rs_kd": "divergences",
-    "default_chunk_size": "fused",
-    "fused_loss": "fused",
-    "fused_position_metrics": "fused",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "LOG_ZERO": "buckets",
+        "student_buckets": "buckets",
+        "teacher_buckets": "buckets",
+        "compute_loss": "compute",
+        "cross_entropy": "divergences",
+        "jsd": "divergences",
+        "kl": "divergences",
+        "kl_tail": "divergences",
+        "kl_topk": "divergences",
+        "reverse_kl": "divergences",
+        "rs_kd": "divergences",
+        "default_chunk_size": "fused",
+        "fused_loss": "fused",
+        "fused_position_metrics": "fused",
+    },
+)
 
 
 __all__ = [
