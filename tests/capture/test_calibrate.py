@@ -4,6 +4,8 @@ its first commit."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from config_sections import capture_config
 
@@ -29,7 +31,7 @@ def _fit_on_first_unit(uri: str) -> str:
     cache = open_cache(uri)
     first = list(cache.iter_samples(cache.shards[:1]))
     ctx = CodecContext(vocab_size=cache.manifest.tokenizer["vocab_size"], top_k=K, rs_samples=2)
-    budget = calibration_budget([type("U", (), {"tokens": KW["max_tokens"]})])
+    budget = calibration_budget([SimpleNamespace(tokens=cache.manifest.num_tokens)])
     rows, total = [], 0
     for s in first:
         rows.append(s)

@@ -10,11 +10,15 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import Counter
 
 import pytest
+from cluster_helpers import (
+    NODE_ARGS,
+    BackgroundBuild,
+    declared_gpu_cluster,
+    every_sample_once,
+    teachers_started,
+)
 from config_sections import capture_config
 
 from logitcache.capture.placement import ReplicaSpec, check_fits
@@ -81,45 +85,9 @@ def test_vllm_gets_its_parallel_sizes_and_ray_executor():
 # -- on a cluster ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gpu_cluster(tmp_path_factory):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 2, "num_gpus": 0, "object_store_memory": 150 * 2**20},
-    )
-    nodes = [
-        cluster.add_node(num_cpus=2, num_gpus=4, object_store_memory=150 * 2**20) for _ in range(2)
-    ]
-    cluster.wait_for_nodes()
     records = tmp_path_factory.mktemp("teacher-records")
-    # Ray workers inherit the raylets' environment; the recorder's folder comes by runtime env.
-    ray.init(
-        address=cluster.address,
-        logging_level="ERROR",
-        log_to_driver=False,
-        runtime_env={"env_vars": {"LOGITCACHE_RECORD_TEACHERS": str(records)}},
-    )
-    try:
+    with declared_gpu_cluster(gpus_per_node=4, records=records) as (cluster, nodes):
         yield cluster, nodes, records
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    from pydoc_data.topics import topics
-
-    path = tmp_path / "pydoc.jsonl"
-    with open(path, "w") as fh:
-        for key in sorted(topics):
-            for para in topics[key].split("\n\n"):
-                if para.strip():
-                    fh.write(json.dumps({"text": para}) + "\n")
-    return str(path)
 
 
 @pytest.mark.slow
@@ -144,9 +112,6 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
 ):
     import ray
 
-    from logitcache.capture import build_cache
-    from logitcache.format import open_cache
-
     cluster, nodes, records = gpu_cluster
     out = tmp_path / "cache"
     cfg = capture_config(
@@ -158,35 +123,20 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
         workers=2,
         **BUILD,
     )
-    result: dict = {}
-
-    def run():
-        try:
-            result["manifest"] = build_cache(cfg)
-        except BaseException as exc:  # surfaced below
-            result["error"] = exc
-
-    builder = threading.Thread(target=run)
-    builder.start()
-    shard_dir = out / "shards"
-    removed_at = None
-    deadline = time.monotonic() + 240
-    while builder.is_alive() and time.monotonic() < deadline:
-        written = len(list(shard_dir.glob("*.parquet"))) if shard_dir.is_dir() else 0
-        seen = len(list(records.glob("*.json"))) if records.is_dir() else 0
-        if written >= 3 and seen >= 2:
-            removed_at = written
-            # a lost spot node and its replacement: the lost replica's placement group (4 GPUs
-            # on one node) can only be rescheduled where 4 GPUs are free (a loss with no
-            # replacement: tests/cluster/test_replica_loss.py)
-            cluster.add_node(num_cpus=2, num_gpus=4, object_store_memory=150 * 2**20)
-            cluster.remove_node(nodes[1])
-            break
-        time.sleep(0.2)
-    builder.join(timeout=300)
-    assert not builder.is_alive(), "build did not finish after the node was removed"
-    assert "error" not in result, result.get("error")
-    manifest = result["manifest"]
+    build = BackgroundBuild(cfg)
+    removed_at = build.under_way(
+        ready=lambda: teachers_started(records) >= 2,
+        within_s=240,
+    )
+    if removed_at is not None:
+        # a lost spot node and its replacement: the lost replica's placement group (4 GPUs
+        # on one node) can only be rescheduled where 4 GPUs are free (a loss with no
+        # replacement: tests/cluster/test_replica_loss.py)
+        cluster.add_node(**NODE_ARGS, num_gpus=4)
+        cluster.remove_node(nodes[1])
+    manifest = build.manifest(
+        timeout_s=300, stuck="build did not finish after the node was removed"
+    )
     assert removed_at is not None and removed_at < len(manifest.shards), "not mid-build"
 
     # two replicas (the first actors started), each: 4 distinct GPU ids, its own node and
@@ -204,11 +154,7 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
     table = ray.util.placement_group_table()
     assert all(table[pg]["state"] == "REMOVED" for pg in {r["placement_group"] for r in started})
 
-    # every planned unit once, every sample once
-    units = Counter(s.unit for s in manifest.shards)
-    assert manifest.status == "complete" and max(units.values()) == 1
-    ids = [s["sample_id"] for s in open_cache(str(out)).iter_samples()]
-    assert len(ids) == len(set(ids)) == sum(s.rows for s in manifest.shards)
+    every_sample_once(manifest, str(out))
 
 
 def test_tp8_rayjob_is_sized_to_its_pods():
