@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logitcache.errors import ConfigError
-from logitcache.fields import option
+from logitcache.fields import coerce_section, option
 from logitcache.losses import LossConfig
 from logitcache.storage import STORAGE_OPTIONS_HELP
 
@@ -80,8 +80,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.loss, dict):
-            self.loss = LossConfig(**self.loss)
+        coerce_section(self, "loss", LossConfig)
         self._check_cross_tokenizer()
         self.betas = tuple(self.betas)
         if self.steps is not None and self.epochs is not None:

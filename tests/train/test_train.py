@@ -203,6 +203,7 @@ def test_epochs_mode_stops_when_data_runs_out(kd_cache, tmp_path):
         ({"heldout_fraction": 0.0}, "heldout_fraction"),
         ({"device": "tpu"}, "device must be"),
         ({"loss": {"kind": "nope"}}, "choose one of"),
+        ({"loss": "kl_tail"}, r"TrainConfig\.loss must be a LossConfig \(or a dict"),
     ],
 )
 def test_train_config_validation(kwargs, match, tmp_path):
