@@ -130,8 +130,8 @@ def test_replicas_own_four_gpus_of_one_node_and_survive_node_removal(
     )
     if removed_at is not None:
         # a lost spot node and its replacement: the lost replica's placement group (4 GPUs
-        # on one node) can only be rescheduled where 4 GPUs are free (a loss with no
-        # replacement: tests/cluster/test_replica_loss.py)
+        # on one node) can only be rescheduled where 4 GPUs are free, and until it is, the
+        # work in flight on that replica waits (Ray Data retries it on the restarted actor)
         cluster.add_node(**NODE_ARGS, num_gpus=4)
         cluster.remove_node(nodes[1])
     manifest = build.manifest(
